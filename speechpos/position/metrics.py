@@ -1,0 +1,136 @@
+"""Position-prediction metrics: top-1 accuracy and mean position error, with chance levels.
+
+:class:`PositionStats` accumulates over an epoch, in SpeechBrain's ``MetricStats`` manner
+(``append`` per batch, ``summarize`` at the end), and keeps the (true, predicted) pairs for a
+confusion heatmap. Chance levels are those of a guess uniform over the positions each
+example can have, so a variable-length corpus has an honest baseline.
+
+Example
+-------
+>>> import torch
+>>> logits = torch.tensor([[[5., 0., 0.], [0., 0., 5.], [0., 0., 5.]]])
+>>> stats = PositionStats()
+>>> stats.append(logits, torch.tensor([3]))
+>>> s = stats.summarize()
+>>> round(s["accuracy"], 3), round(s["position_error"], 3), round(s["chance_accuracy"], 3)
+(0.667, 0.333, 0.333)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from speechpos.position.context import valid_mask
+from speechpos.position.layout import PositionLayout
+
+
+def _true_positions(logits: torch.Tensor) -> torch.Tensor:
+    batch, length = logits.shape[:2]
+    return torch.arange(length, device=logits.device).expand(batch, length)
+
+
+def position_accuracy(logits: torch.Tensor, mask: torch.Tensor, true: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of the tokens of ``mask`` whose arg-max position is the true one.
+
+    >>> position_accuracy(torch.eye(3)[None], torch.ones(1, 3, dtype=torch.bool)).item()
+    1.0
+    """
+    true = _true_positions(logits) if true is None else true
+    hit = (logits.argmax(-1) == true) & mask
+    return hit.sum().float() / mask.sum().clamp(min=1)
+
+
+def position_error(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    layout: PositionLayout | None = None,
+    true: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean distance (in positions; Euclidean on a grid) between predicted and true position.
+
+    >>> position_error(torch.eye(3).flip(1)[None], torch.ones(1, 3, dtype=torch.bool)).item()
+    1.3333333730697632
+    """
+    layout = layout or PositionLayout()
+    true = _true_positions(logits) if true is None else true
+    dist = layout.distance(logits.argmax(-1), true)
+    return (dist * mask).sum() / mask.sum().clamp(min=1)
+
+
+class PositionStats:
+    """Accumulates position accuracy, error and their chance levels over many batches.
+
+    Arguments
+    ---------
+    layout : PositionLayout, optional
+        Geometry for the error (default 1-D).
+    keep_pairs : int
+        Keep up to this many (true, predicted) pairs for :meth:`confusion`.
+    """
+
+    def __init__(self, layout: PositionLayout | None = None, keep_pairs: int = 200_000):
+        self.layout = layout or PositionLayout()
+        self.keep_pairs = keep_pairs
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything appended."""
+        self.tokens = 0
+        self.hits = 0.0
+        self.error = 0.0
+        self.chance_hits = 0.0
+        self.chance_error = 0.0
+        self.pairs: list[np.ndarray] = []
+        self._kept = 0
+
+    @torch.no_grad()
+    def append(
+        self, logits: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        """Add a batch of (B, T, P) logits; ``mask`` (B, T) picks the tokens scored
+        (default: all valid tokens)."""
+        lengths = lengths.to(logits.device)
+        batch, length, num = logits.shape
+        valid = valid_mask(lengths, length)
+        mask = valid if mask is None else (mask & valid)
+        true = _true_positions(logits)
+        pred = logits.argmax(-1)
+        n = int(mask.sum())
+        self.tokens += n
+        self.hits += float(((pred == true) & mask).sum())
+        self.error += float((self.layout.distance(pred, true) * mask).sum())
+        # Chance: a guess uniform over the example's possible positions.
+        per_example = lengths.clamp(min=1).float()
+        self.chance_hits += float((mask.sum(1) / per_example).sum())
+        dist_all = self.layout.distances_to_all(true, num)
+        possible = valid_mask(lengths, num)[:, None, :]
+        mean_dist = (dist_all * possible).sum(-1) / per_example[:, None]
+        self.chance_error += float((mean_dist * mask).sum())
+        if self._kept < self.keep_pairs:
+            pair = torch.stack([true[mask], pred[mask]], 1).cpu().numpy()
+            self.pairs.append(pair[: self.keep_pairs - self._kept])
+            self._kept += len(self.pairs[-1])
+
+    def summarize(self, field: str | None = None):
+        """Dict with ``accuracy``, ``position_error``, ``chance_accuracy``,
+        ``chance_position_error`` and ``tokens``; or one of them if ``field`` is given."""
+        n = max(self.tokens, 1)
+        out = {
+            "accuracy": self.hits / n,
+            "position_error": self.error / n,
+            "chance_accuracy": self.chance_hits / n,
+            "chance_position_error": self.chance_error / n,
+            "tokens": self.tokens,
+        }
+        return out if field is None else out[field]
+
+    def confusion(self, num_positions: int | None = None) -> np.ndarray:
+        """(P, P) counts of tokens at true position i predicted at position j."""
+        pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), dtype=np.int64)
+        if num_positions is None:
+            num_positions = int(pairs.max()) + 1 if len(pairs) else 1
+        keep = (pairs < num_positions).all(1)
+        matrix = np.zeros((num_positions, num_positions), dtype=np.int64)
+        np.add.at(matrix, (pairs[keep, 0], pairs[keep, 1]), 1)
+        return matrix
