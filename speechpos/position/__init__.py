@@ -12,6 +12,7 @@
 
 from speechpos.position.context import (
     Context,
+    ContextSampler,
     context_from_mask,
     full_context,
     sample_context,
@@ -34,6 +35,7 @@ from speechpos.position.metrics import PositionStats, position_accuracy, positio
 
 __all__ = [
     "Context",
+    "ContextSampler",
     "ContextAttention",
     "ContextEncoder",
     "PositionEmbedding",

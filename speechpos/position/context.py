@@ -218,3 +218,31 @@ def _lowest_scores(score: torch.Tensor, valid: torch.Tensor, counts: torch.Tenso
 def _check_ratio(context_ratio: float) -> None:
     if not 0.0 < context_ratio <= 1.0:
         raise ValueError(f"context_ratio must be in (0, 1], got {context_ratio}")
+
+
+class ContextSampler:
+    """``sample_context`` with its settings bound, to be built from an hparams file.
+
+    >>> sampler = ContextSampler(context_ratio=0.25, span=2)
+    >>> sampler(torch.tensor([8, 4])).counts.tolist()
+    [2, 1]
+    """
+
+    def __init__(self, context_ratio: float, span: int = 1):
+        _check_ratio(context_ratio)
+        self.context_ratio = context_ratio
+        self.span = span
+
+    def __call__(
+        self,
+        lengths: torch.Tensor,
+        max_len: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Context | None:
+        """A context for a batch; None (full attention, no sampling cost) at ratio 1."""
+        if self.context_ratio == 1.0:
+            return None
+        return sample_context(lengths, self.context_ratio, max_len, self.span, generator)
+
+    def __repr__(self) -> str:
+        return f"ContextSampler(context_ratio={self.context_ratio}, span={self.span})"

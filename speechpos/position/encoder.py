@@ -58,12 +58,18 @@ class ContextAttention(nn.Module):
     gather : bool
         True: gather keys/values to the context tokens (fast path). False: keep all tokens
         as keys/values and mask the excluded ones (reference path).
+    null_key : bool
+        Append one all-zero token to the keys/values (as torch's ``add_zero_attn``). Softmax
+        attention averages and so cannot count its keys; the weight a query gives the null
+        token shrinks with the number of keys, which tells the encoder the sequence length
+        (and nothing about any token's position) -- needed to place a token at "L - 1".
     """
 
-    def __init__(self, attention: MultiheadAttention, gather: bool = True):
+    def __init__(self, attention: MultiheadAttention, gather: bool = True, null_key: bool = False):
         super().__init__()
         self.attention = attention
         self.gather = gather
+        self.null_key = null_key
         self.context: Context | None = None
 
     def forward(
@@ -90,6 +96,8 @@ class ContextAttention(nn.Module):
                 key_padding_mask = ctx.padding
             else:
                 key_padding_mask = ~ctx.mask
+        if self.null_key:
+            key, value, key_padding_mask = _append_null_token(key, value, key_padding_mask)
         output = self.attention(
             query,
             key,
@@ -101,10 +109,23 @@ class ContextAttention(nn.Module):
         return output, None
 
 
+def _append_null_token(key, value, key_padding_mask):
+    null = key.new_zeros(key.shape[0], 1, key.shape[2])
+    same = key is value
+    key = torch.cat([key, null], 1)
+    value = key if same else torch.cat([value, null], 1)
+    if key_padding_mask is not None:
+        keep = key_padding_mask.new_zeros(key_padding_mask.shape[0], 1)
+        key_padding_mask = torch.cat([key_padding_mask, keep], 1)
+    return key, value, key_padding_mask
+
+
 _ATTENTION_ATTRIBUTES = ("self_att", "mha_layer")
 
 
-def attach_context_attention(encoder: nn.Module, gather: bool = True) -> list[ContextAttention]:
+def attach_context_attention(
+    encoder: nn.Module, gather: bool = True, null_key: bool = False
+) -> list[ContextAttention]:
     """Wrap the self-attention of every layer of a SpeechBrain encoder in :class:`ContextAttention`.
 
     Works on ``TransformerEncoder`` (``layer.self_att``) and ``ConformerEncoder``
@@ -125,7 +146,7 @@ def attach_context_attention(encoder: nn.Module, gather: bool = True) -> list[Co
                     f"layer {i} uses {type(att).__name__} attention, which carries position "
                     "information; build the encoder with attention_type='regularMHA'"
                 )
-            wrapper = ContextAttention(att, gather=gather)
+            wrapper = ContextAttention(att, gather=gather, null_key=null_key)
             setattr(layer, name, wrapper)
             wrapped.append(wrapper)
             break
@@ -144,12 +165,14 @@ class ContextEncoder(nn.Module):
         ``attention_type="regularMHA"`` and no positional encoding.
     gather : bool
         Gather keys/values to the context (True) or mask the excluded tokens (False).
+    null_key : bool
+        Give every attention a null key/value (see :class:`ContextAttention`).
     """
 
-    def __init__(self, encoder: nn.Module, gather: bool = True):
+    def __init__(self, encoder: nn.Module, gather: bool = True, null_key: bool = False):
         super().__init__()
         self.encoder = encoder
-        self.attentions = attach_context_attention(encoder, gather)
+        self.attentions = attach_context_attention(encoder, gather, null_key)
 
     @property
     def gather(self) -> bool:

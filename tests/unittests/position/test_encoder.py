@@ -14,6 +14,7 @@ def transformer(normalize_before=True):
     return TransformerEncoder(3, 4, 64, d_model=D, normalize_before=normalize_before).eval()
 
 
+
 def conformer():
     torch.manual_seed(0)
     return ConformerEncoder(2, D, 64, 4, kernel_size=7, attention_type="regularMHA").eval()
@@ -26,10 +27,11 @@ BUILDERS = {
 }
 
 
+@pytest.mark.parametrize("null_key", [False, True])
 @pytest.mark.parametrize("name", BUILDERS)
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.6])
-def test_gathered_equals_masked_reference(name, ratio):
-    enc = ContextEncoder(BUILDERS[name]())
+def test_gathered_equals_masked_reference(name, ratio, null_key):
+    enc = ContextEncoder(BUILDERS[name](), null_key=null_key)
     g = torch.Generator().manual_seed(1)
     lengths = torch.tensor([30, 22, 9, 30])
     x = torch.randn(4, 30, D, generator=g)
@@ -64,8 +66,9 @@ def test_full_context_equals_speechbrain_encoder(name):
         torch.testing.assert_close(got[~padding], expected[~padding], atol=2e-5, rtol=1e-4)
 
 
-def test_unpositioned_transformer_is_permutation_equivariant():
-    enc = ContextEncoder(transformer())
+@pytest.mark.parametrize("null_key", [False, True])
+def test_unpositioned_transformer_is_permutation_equivariant(null_key):
+    enc = ContextEncoder(transformer(), null_key=null_key)
     g = torch.Generator().manual_seed(2)
     lengths = torch.tensor([24])
     x = torch.randn(1, 24, D, generator=g)
@@ -120,3 +123,14 @@ def test_positioned_attention_is_refused(attention_type):
     enc = TransformerEncoder(1, 4, 64, d_model=D, attention_type=attention_type)
     with pytest.raises(ValueError, match="layer 0 uses .* attention, which carries position"):
         ContextEncoder(enc)
+
+
+def test_null_key_tells_the_length_which_plain_attention_cannot():
+    """Identical tokens: plain attention gives the same output whatever the length; with the
+    null key the output depends on how many tokens there are."""
+    x = torch.ones(1, 1, D).expand(1, 12, D)
+    for null_key, differs in ((False, False), (True, True)):
+        enc = ContextEncoder(transformer(), null_key=null_key)
+        short = enc(x[:, :3], torch.tensor([3]))[0, 0]
+        long = enc(x, torch.tensor([12]))[0, 0]
+        assert bool((short - long).abs().max() > 1e-4) is differs

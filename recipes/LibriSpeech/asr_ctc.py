@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""CTC fine-tuning of a speech encoder, from scratch or from pretrain.py's encoder, with WER.
+
+Usage (from this folder, or with the paths from the repository root)::
+
+    python asr_ctc.py hparams/ctc.yaml --data_folder=/path/to/LibriSpeech
+    python asr_ctc.py hparams/ctc.yaml --pretrained_encoder=results/pp/transformer/1234/encoder.ckpt
+    python asr_ctc.py hparams/ctc.yaml --position_embedding=False      # no position at all
+    python asr_ctc.py hparams/ctc.yaml --train_csv=<prep>/train-1h.csv   # low-label training
+
+Zero-initialised position embeddings are added at fine-tune time (the pretrained function is
+unchanged at step 0). Each test split gets ``wer_<split>.txt`` (SpeechBrain's ErrorRateStats,
+with a jiwer cross-check) and ``results.json`` collects WER/CER of every split.
+"""
+
+import json
+import logging
+import os
+import sys
+
+import jiwer
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechpos.recipes import ConfigError, die, load_recipe_hparams
+from speechpos.speech.audio import min_samples_for_patch
+from speechpos.speech.ctc import (
+    CharTokenizer,
+    SentencePieceTokenizer,
+    TranscriptError,
+    beam_decode,
+    greedy_decode,
+    make_beam_searcher,
+)
+from speechpos.speech.dataio import audio_dataset
+from speechpos.speech.encoder import set_convolution_mode
+from speechpos.speech.model import load_encoder_state
+
+logger = logging.getLogger(__name__)
+
+
+class CTCFineTune(sb.Brain):
+    """Encoder + linear CTC layer; WER/CER on valid and test."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams.speed_perturb:
+            wavs = self.hparams.speed_perturber(wavs)
+        feats = self.hparams.compute_features(wavs)
+        feats = self.modules.normalize(feats, wav_lens)
+        if stage == sb.Stage.TRAIN and self.hparams.spec_augment:
+            feats = self.hparams.time_drop(feats)
+            feats = self.hparams.freq_drop(feats)
+        enc, lengths = self.modules.encoder(feats, wav_lens)
+        log_probs = torch.log_softmax(self.modules.ctc_lin(enc), dim=-1)
+        return log_probs, lengths.float() / log_probs.shape[1]
+
+    def compute_objectives(self, predictions, batch, stage):
+        log_probs, out_lens = predictions
+        tokens, token_lens = batch.tokens
+        loss = sb.nnet.losses.ctc_loss(
+            log_probs, tokens, out_lens, token_lens, blank_index=self.tokenizer.blank_index
+        )
+        if stage != sb.Stage.TRAIN:
+            if stage == sb.Stage.TEST and self.hparams.decoding == "beam":
+                hyps = beam_decode(self.beam_searcher, log_probs, out_lens)
+            else:
+                hyps = greedy_decode(log_probs, out_lens, self.tokenizer)
+            refs = batch.wrd
+            self.wer_metric.append(batch.id, [h.split() for h in hyps], [r.split() for r in refs])
+            self.cer_metric.append(batch.id, [h.split() for h in hyps], [r.split() for r in refs])
+            self.texts.extend(zip(refs, hyps, strict=True))
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+            self.texts = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["WER"] = self.wer_metric.summarize("error_rate")
+        stats["CER"] = self.cer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"split": self.test_split, "epochs trained": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            if if_main_process():
+                self.write_test_results(stats)
+
+    def write_test_results(self, stats):
+        """wer_<split>.txt with SpeechBrain's alignments, cross-checked with jiwer."""
+        refs = [r for r, _ in self.texts]
+        hyps = [h for _, h in self.texts]
+        jiwer_wer = 100 * jiwer.wer(refs, hyps) if refs else 0.0
+        if abs(jiwer_wer - stats["WER"]) > 1e-6 * max(1.0, jiwer_wer):
+            logger.warning("WER mismatch: SpeechBrain %.4f, jiwer %.4f", stats["WER"], jiwer_wer)
+        out = self.hparams.output_folder
+        with open(os.path.join(out, f"wer_{self.test_split}.txt"), "w", encoding="utf-8") as w:
+            self.wer_metric.write_stats(w)
+            w.write(f"\njiwer WER: {jiwer_wer:.2f}\n")
+        path = os.path.join(out, "results.json")
+        results = {}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                results = json.load(f)
+        results[self.test_split] = {
+            "WER": round(stats["WER"], 2),
+            "CER": round(stats["CER"], 2),
+            "jiwer_WER": round(jiwer_wer, 2),
+            "decoding": self.hparams.decoding,
+            "utterances": len(refs),
+        }
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step:
+            self.hparams.lr_annealing(self.optimizer)
+
+
+def make_tokenizer(hparams):
+    """Characters (default) or sentencepiece units, built from the training transcripts."""
+    if hparams["token_type"] == "char":
+        ds = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["train_csv"])
+        texts = [row["wrd"] for row in ds.data.values()]
+        return CharTokenizer.load_or_create(os.path.join(hparams["save_folder"], "tokenizer.txt"), texts)
+    if hparams["token_type"] == "sentencepiece":
+        return SentencePieceTokenizer(
+            os.path.join(hparams["save_folder"], "sentencepiece"),
+            hparams["sentencepiece_vocab"],
+            hparams["train_csv"],
+        )
+    raise ConfigError(f"token_type must be 'char' or 'sentencepiece', got {hparams['token_type']!r}")
+
+
+def dataio_prepare(hparams, tokenizer):
+    """Train, valid and test datasets, each item with checked audio and CTC targets."""
+    min_samples = min_samples_for_patch(hparams["patch_frames"], sample_rate=hparams["sample_rate"])
+    rate = hparams["sample_rate"]
+    train = audio_dataset(hparams["train_csv"], rate, min_samples, sort=hparams["sorting"])
+    valid = audio_dataset(hparams["valid_csv"], rate, min_samples, sort="ascending")
+    tests = {
+        name: audio_dataset(csv, rate, min_samples, sort="ascending")
+        for name, csv in hparams["test_csvs"].items()
+    }
+    datasets = [train, valid, *tests.values()]
+
+    @sb.utils.data_pipeline.takes("id", "wrd")
+    @sb.utils.data_pipeline.provides("wrd", "tokens")
+    def text_pipeline(uid, wrd):
+        text = " ".join(str(wrd).split())
+        if not text:
+            raise TranscriptError(f"utterance {uid}: empty transcript")
+        yield text
+        try:
+            yield torch.LongTensor(tokenizer.encode(text))
+        except TranscriptError as err:
+            raise TranscriptError(f"utterance {uid}: {err}") from err
+
+    sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
+    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens"])
+    return train, valid, tests
+
+
+def prepare_data(hparams):
+    """Write the CSV manifests (skipped when they already exist)."""
+    if hparams["skip_prep"]:
+        return
+    from librispeech_prepare import prepare_librispeech
+
+    if not os.path.isdir(hparams["data_folder"]):
+        raise FileNotFoundError(
+            f"data_folder {hparams['data_folder']} does not exist: point --data_folder at a "
+            "LibriSpeech folder, or make one with tools/make_corpus.py"
+        )
+    prepare_librispeech(
+        data_folder=hparams["data_folder"],
+        save_folder=hparams["prep_folder"],
+        tr_splits=hparams["train_splits"],
+        dev_splits=hparams["dev_splits"],
+        te_splits=hparams["test_splits"],
+        low_label=hparams["low_label"],
+    )
+
+
+def load_pretrained(hparams):
+    """Load pretrain.py's encoder into this recipe's encoder (strictly; PE may be new)."""
+    path = hparams["pretrained_encoder"]
+    if not path:
+        return
+    load_encoder_state(hparams["encoder"], path)
+    if hparams["encoder_kind"] == "conformer" and hparams["pretrained_conv_mode"] == "off":
+        set_convolution_mode(hparams["encoder"], "on", zero_init=True)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, __file__)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    run_on_main(prepare_data, kwargs={"hparams": hparams})
+    tokenizer = make_tokenizer(hparams)
+    hparams["ctc_lin"] = hparams["ctc_lin_builder"](n_neurons=len(tokenizer))
+    hparams["modules"]["ctc_lin"] = hparams["ctc_lin"]
+    hparams["checkpointer"].add_recoverable("ctc_lin", hparams["ctc_lin"])
+    train, valid, tests = dataio_prepare(hparams, tokenizer)
+
+    brain = CTCFineTune(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.tokenizer = tokenizer
+    brain.beam_searcher = make_beam_searcher(tokenizer, hparams["beam_size"])
+    if not brain.checkpointer.find_checkpoints():
+        load_pretrained(hparams)
+
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train,
+        valid,
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    for name, test_set in tests.items():
+        brain.test_split = name
+        brain.evaluate(test_set, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (ConfigError, FileNotFoundError) as err:
+        die(str(err))

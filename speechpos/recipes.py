@@ -1,0 +1,48 @@
+"""Small helpers shared by the recipes: hparams loading with clear errors, paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+
+class ConfigError(ValueError):
+    """An hparams file or override is wrong."""
+
+
+def resolve_hparams_path(path: str, script_file: str) -> str:
+    """``hparams/x.yaml`` works from the repo root and from the recipe folder alike."""
+    if os.path.isfile(path):
+        return path
+    beside = os.path.join(os.path.dirname(os.path.abspath(script_file)), path)
+    if os.path.isfile(beside):
+        return beside
+    raise ConfigError(f"hparams file not found: {path}")
+
+
+def load_recipe_hparams(argv: list[str], script_file: str):
+    """Parse ``script.py hparams.yaml --key=value ...`` as SpeechBrain does, and load the yaml.
+
+    An override naming a key the yaml does not have is refused with the key's name (SpeechBrain
+    raises a bare KeyError deep inside ruamel). Returns (hparams_file, run_opts, overrides, hparams).
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file = resolve_hparams_path(hparams_file, script_file)
+    with open(hparams_file, encoding="utf-8") as fin:
+        text = fin.read()
+    try:
+        hparams = load_hyperpyyaml(text, overrides)
+    except KeyError as err:
+        raise ConfigError(
+            f"{hparams_file}: {err.args[0]} (overrides must name keys of the hparams file)"
+        ) from err
+    return hparams_file, run_opts, overrides, hparams
+
+
+def die(message: str) -> None:
+    """Print a one-line error and exit non-zero (for recipe entry points)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,167 @@
+"""The speech encoder shared by pretraining and fine-tuning, and its checkpoint loader.
+
+:class:`SpeechEncoder` = frame-patch embedding -> optional position embedding (absent in
+pretraining, zero-initialised at fine-tune time) -> unpositioned context encoder.
+Filterbank computation and normalisation stay in the recipes (SpeechBrain's ``Fbank`` and
+``InputNormalization``), as in SpeechBrain's own recipes.
+
+Example
+-------
+>>> import torch
+>>> from speechpos.speech.encoder import build_encoder
+>>> model = SpeechEncoder(FramePatchEmbedding(80, 4, 32), build_encoder("transformer", 2, 32, 4, 64))
+>>> out, lengths = model(torch.randn(2, 40, 80), torch.tensor([1.0, 0.6]))
+>>> out.shape, lengths.tolist()
+(torch.Size([2, 10, 32]), [10, 6])
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speechpos.position.context import Context
+from speechpos.position.embedding import PositionEmbedding
+from speechpos.position.encoder import ContextEncoder
+from speechpos.speech.patches import FramePatchEmbedding
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+class SpeechEncoder(nn.Module):
+    """Patches -> (position embedding) -> context encoder.
+
+    Arguments
+    ---------
+    patch_embedding : FramePatchEmbedding
+        Filterbank frames to tokens.
+    encoder : ContextEncoder
+        Unpositioned encoder (see :func:`speechpos.speech.encoder.build_encoder`).
+    position_embedding : PositionEmbedding, optional
+        Added to the tokens before the encoder; None for no position information.
+    """
+
+    def __init__(
+        self,
+        patch_embedding: FramePatchEmbedding,
+        encoder: ContextEncoder,
+        position_embedding: PositionEmbedding | None = None,
+    ):
+        super().__init__()
+        self.patch_embedding = patch_embedding
+        self.encoder = encoder
+        self.position_embedding = position_embedding
+
+    def embed(self, feats: torch.Tensor, rel_lengths: torch.Tensor):
+        """(B, F, n_mels) features -> (tokens, token lengths), position embedding included."""
+        tokens, lengths = self.patch_embedding(feats, rel_lengths)
+        if self.position_embedding is not None:
+            tokens = self.position_embedding(tokens)
+        return tokens, lengths
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        rel_lengths: torch.Tensor,
+        context: Context | None = None,
+        return_hidden: bool = False,
+    ):
+        """Returns (encodings, token lengths), or (encodings, token lengths, hidden states)."""
+        tokens, lengths = self.embed(feats, rel_lengths)
+        out = self.encoder(tokens, lengths, context, return_hidden=return_hidden)
+        if return_hidden:
+            return out[0], lengths, out[1]
+        return out, lengths
+
+
+def load_encoder_state(
+    model: nn.Module,
+    path: str | Path,
+    allow_missing: tuple[str, ...] = ("position_embedding.",),
+) -> None:
+    """Load an encoder checkpoint strictly, failing with a clear message on any mismatch.
+
+    SpeechBrain's ``Pretrainer`` loads non-strictly and only logs missing keys, so a
+    checkpoint from another architecture would load silently and partially. Here every key
+    must be present with the same shape, except those starting with ``allow_missing``
+    (e.g. the position embedding added at fine-tune time), which keep their initial values.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CheckpointMismatchError
+        If keys are missing, unexpected, or have other shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointMismatchError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(state).__name__}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} keys of another shape (e.g. {'; '.join(wrong[:3])})")
+        raise CheckpointMismatchError(
+            f"{path} was saved from a different encoder architecture: " + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=False)
+    logger.info("loaded pretrained encoder from %s (%d tensors)", path, len(state))
+
+
+def build_speech_encoder(
+    n_mels: int = 80,
+    patch_frames: int = 4,
+    kind: str = "transformer",
+    num_layers: int = 6,
+    d_model: int = 144,
+    nhead: int = 4,
+    d_ffn: int = 576,
+    dropout: float = 0.1,
+    kernel_size: int = 31,
+    conv_mode: str = "off",
+    gather: bool = True,
+    null_key: bool = True,
+    position_embedding: bool = False,
+    max_positions: int = 1000,
+) -> SpeechEncoder:
+    """One builder for the pretraining and fine-tuning recipes, so both make the same
+    architecture from the same hparams keys.
+
+    >>> enc = build_speech_encoder(num_layers=1, d_model=16, nhead=2, d_ffn=32, position_embedding=True)
+    >>> float(enc.position_embedding.weight.abs().sum())
+    0.0
+    """
+    from speechpos.speech.encoder import build_encoder
+
+    return SpeechEncoder(
+        FramePatchEmbedding(n_mels, patch_frames, d_model),
+        build_encoder(
+            kind, num_layers, d_model, nhead, d_ffn, dropout, kernel_size, conv_mode,
+            gather=gather, null_key=null_key,
+        ),
+        PositionEmbedding(max_positions, d_model) if position_embedding else None,
+    )
