@@ -1,0 +1,1 @@
+"""Speech data: offline LibriSpeech-layout corpus (text, text-to-speech, corpus maker)."""

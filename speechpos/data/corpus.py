@@ -1,0 +1,491 @@
+"""Make a LibriSpeech-layout speech corpus offline, by text-to-speech of public-domain text.
+
+Layout written under ``out`` (what ``recipes/LibriSpeech/librispeech_prepare.py`` reads, so
+the recipes run unchanged on this corpus and on the real LibriSpeech)::
+
+    out/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt:04d>.flac   16 kHz mono 16-bit
+    out/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt        "<ID> <UPPERCASE WORDS>"
+    out/SPEAKERS.TXT                                             speaker id | split | minutes | voice
+    out/corpus.json                                              settings + summary (done marker)
+
+Splits keep LibriSpeech's names: ``train-clean-100``, ``dev-clean``, ``test-clean``.
+
+How the corpus is drawn (all from ``seed``, so the same seed gives the same corpus):
+
+* documents (Bible books, WordNet gloss groups; see :mod:`speechpos.data.text`) are shuffled
+  and dealt to the splits, held-out splits first, each split taking whole documents until it
+  has enough text: a document, hence a sentence, belongs to one split only;
+* every split has its own speakers (:class:`speechpos.data.tts.Voice`: engine + voice + pitch +
+  speed + level); engines are mixed (espeak-ng, flite, festival) and an espeak-ng accent+variant
+  is used by one speaker of the whole corpus only. flite and festival have few voices (4 and 2),
+  so those voices recur across splits with different pitch/speed settings;
+* consecutive sentences of a document are joined into utterances of at most ``max_words``
+  words; speakers take turns reading "chapters" (``chapter_utts`` consecutive utterances of
+  one document) until the split's duration budget is met. Durations are planned from a speaking
+  rate per engine before synthesis, so a split's real duration is within about 15 % of its
+  budget (the summary reports the real one).
+
+Example
+-------
+>>> SIZES["default"].hours            # hours per split of the demo corpus
+{'train-clean-100': 0.3, 'dev-clean': 0.05, 'test-clean': 0.05}
+>>> # make_corpus("data/LibriSpeech", size="default", seed=1234, jobs=2)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import multiprocessing
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from speechpos.data.text import SOURCES, Document, Sentence, load_documents
+from speechpos.data.tts import (
+    ENGINES,
+    ESPEAK_ACCENTS,
+    ESPEAK_VARIANTS,
+    VOICES,
+    Voice,
+    available_engines,
+    missing_engine_hint,
+    synthesize,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAIN, DEV, TEST = "train-clean-100", "dev-clean", "test-clean"
+SPLITS = (TRAIN, DEV, TEST)
+MANIFEST = "corpus.json"
+IN_PROGRESS = ".make_corpus_in_progress"
+WORDS_PER_CHAR = 1 / 5.6  # transcript words per transcript character (spaces included)
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Duration budget (hours) and number of speakers per split, and how utterances are cut."""
+
+    hours: Mapping[str, float]
+    speakers: Mapping[str, int]
+    max_words: int = 30
+    chapter_utts: int = 8
+
+
+SIZES: dict[str, SizeSpec] = {
+    # For tests: about ten short utterances in train and four in dev and test, made in seconds.
+    "tiny": SizeSpec(
+        hours={TRAIN: 40 / 3600, DEV: 15 / 3600, TEST: 15 / 3600},
+        speakers={TRAIN: 4, DEV: 2, TEST: 2},
+        max_words=10,
+        chapter_utts=2,
+    ),
+    # For the demo: 18 minutes of training audio, 3 minutes each of dev and test.
+    "default": SizeSpec(
+        hours={TRAIN: 0.3, DEV: 0.05, TEST: 0.05},
+        speakers={TRAIN: 20, DEV: 6, TEST: 6},
+        max_words=30,
+        chapter_utts=6,
+    ),
+    # For benchmarks: 10 hours of training audio (enough for a train-10h subset), 30 min dev/test.
+    "bench": SizeSpec(
+        hours={TRAIN: 10.0, DEV: 0.5, TEST: 0.5},
+        speakers={TRAIN: 120, DEV: 20, TEST: 20},
+        max_words=30,
+        chapter_utts=12,
+    ),
+}
+# The engines in turn (espeak-ng 40 %, flite 40 %, festival 20 % of each split's speakers).
+ENGINE_CYCLE = ("espeak-ng", "flite", "festival", "espeak-ng", "flite")
+
+
+@dataclass
+class Chapter:
+    """A unit of work: one speaker reading consecutive utterances of one document."""
+
+    split: str
+    speaker_id: int
+    chapter_id: int
+    voice: Voice
+    doc_id: str
+    utterances: list[Sentence] = field(default_factory=list)
+
+    @property
+    def folder(self) -> str:
+        """Path of the chapter folder relative to the corpus root."""
+        return f"{self.split}/{self.speaker_id}/{self.chapter_id}"
+
+    def utt_id(self, index: int) -> str:
+        """LibriSpeech utterance ID ``<spk>-<chapter>-<utt:04d>``."""
+        return f"{self.speaker_id}-{self.chapter_id}-{index:04d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_documents(sources: tuple[str, ...]) -> tuple[Document, ...]:
+    return tuple(load_documents(sources))
+
+
+def join_sentences(sentences: Sequence[Sentence], max_words: int) -> list[Sentence]:
+    """Join consecutive sentences into utterances of at most ``max_words`` words.
+
+    A sentence longer than ``max_words`` stays an utterance on its own.
+
+    >>> s = [Sentence("Jesus wept.", "JESUS WEPT"), Sentence("Go now.", "GO NOW")]
+    >>> join_sentences(s, 4)
+    [Sentence(speak='Jesus wept. Go now.', words='JESUS WEPT GO NOW')]
+    >>> len(join_sentences(s, 3))
+    2
+    """
+    out: list[Sentence] = []
+    speak: list[str] = []
+    words: list[str] = []
+    for s in sentences:
+        if words and len(words) + s.n_words > max_words:
+            out.append(Sentence(" ".join(speak), " ".join(words)))
+            speak, words = [], []
+        speak.append(s.speak)
+        words.extend(s.words.split())
+    if words:
+        out.append(Sentence(" ".join(speak), " ".join(words)))
+    return out
+
+
+def _estimate_seconds(utt: Sentence, voice: Voice) -> float:
+    return len(utt.words) / voice.chars_per_second() + 2 * voice.pad_s
+
+
+def assign_documents(
+    docs: Sequence[Document], words_needed: Mapping[str, float], seed: int
+) -> dict[str, list[Document]]:
+    """Deal whole documents to splits, held-out splits first, until each has enough words.
+
+    Documents are shuffled per source and interleaved (so every split mixes sources); each split
+    takes at least two documents where it can.
+
+    >>> from speechpos.data.text import Document, Sentence
+    >>> docs = [Document(f"d{i}", "x", [Sentence("a b c", "A B C")] * 10) for i in range(6)]
+    >>> got = assign_documents(docs, {"train": 50, "test": 20}, seed=0)
+    >>> [len(got[s]) for s in ("train", "test")]
+    [2, 2]
+    """
+    rng = random.Random(f"{seed}/documents")
+    by_source: dict[str, list[Document]] = {}
+    for doc in docs:
+        by_source.setdefault(doc.source, []).append(doc)
+    for source in sorted(by_source):
+        rng.shuffle(by_source[source])
+    queue: list[Document] = []
+    for i in range(max(len(v) for v in by_source.values())):
+        queue.extend(v[i] for _, v in sorted(by_source.items()) if i < len(v))
+    order = sorted(words_needed, key=lambda s: (s.startswith("train"), s))
+    assigned: dict[str, list[Document]] = {}
+    for split in order:
+        taken: list[Document] = []
+        while queue and (sum(d.n_words for d in taken) < words_needed[split] or len(taken) < 2):
+            taken.append(queue.pop(0))
+        if sum(d.n_words for d in taken) < words_needed[split]:
+            raise ValueError(
+                f"not enough text for split {split}: need about {words_needed[split]:.0f} "
+                f"words, {sum(d.n_words for d in taken)} left; lower the hours"
+            )
+        assigned[split] = taken
+    return assigned
+
+
+def make_voices(
+    n_per_split: Mapping[str, int], engines: Sequence[str], seed: int
+) -> dict[str, list[Voice]]:
+    """Draw distinct speakers for every split: no setting is shared between splits.
+
+    An espeak-ng accent+variant belongs to a single speaker of the whole corpus.
+
+    >>> v = make_voices({"train": 3, "test": 2}, ["espeak-ng", "flite"], seed=0)
+    >>> [x.engine for x in v["train"]], len({x.name for x in v["train"] + v["test"]})
+    (['espeak-ng', 'flite', 'espeak-ng'], 5)
+    """
+    rng = random.Random(f"{seed}/voices")
+    cycle = [e for e in ENGINE_CYCLE if e in engines] or list(engines)
+    espeak_pool = [f"{a}+{v}" for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS]
+    rng.shuffle(espeak_pool)
+    used: set[str] = set()
+    voices: dict[str, list[Voice]] = {}
+    for k, split in enumerate(n_per_split):
+        voices[split] = []
+        for i in range(n_per_split[split]):
+            engine = cycle[(i + k) % len(cycle)]
+            for _ in range(1000):
+                if engine == "espeak-ng":
+                    if not espeak_pool:
+                        raise ValueError("more espeak-ng speakers requested than voices exist")
+                    name = espeak_pool.pop()
+                else:
+                    name = rng.choice(VOICES[engine])
+                voice = Voice(
+                    engine,
+                    name,
+                    semitones=rng.choice([x / 2 for x in range(-6, 7)]),
+                    speed=rng.choice([0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15]),
+                    level_db=rng.choice([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0]),
+                    pad_s=rng.choice([0.05, 0.1, 0.15, 0.2, 0.25, 0.3]),
+                )
+                if voice.name not in used:
+                    break
+            else:
+                raise ValueError(f"could not draw a new {engine} speaker for {split}")
+            used.add(voice.name)
+            voices[split].append(voice)
+    return voices
+
+
+def plan_split(
+    split: str,
+    docs: Sequence[Document],
+    voices: Sequence[Voice],
+    seconds: float,
+    spec: SizeSpec,
+    first_speaker_id: int,
+    first_chapter_id: int,
+) -> list[Chapter]:
+    """Cut a split's documents into chapters read in turn by its speakers.
+
+    Every speaker reads about ``seconds / len(voices)`` (planned from the engines' speaking
+    rates; an utterance is left out when the speaker is closer to that without it), in chapters of at most ``spec.chapter_utts`` utterances, each chapter from the next
+    document in turn.
+    """
+    streams = [(d.doc_id, join_sentences(d.sentences, spec.max_words)) for d in docs]
+    positions = [0] * len(streams)
+    quota = seconds / len(voices)
+    read = [0.0] * len(voices)
+    chapters: list[Chapter] = []
+    turn = 0
+    while any(r < quota for r in read):
+        s = turn % len(voices)
+        turn += 1
+        if read[s] >= quota:
+            continue
+        open_docs = [k for k, (_, utts) in enumerate(streams) if positions[k] < len(utts)]
+        if not open_docs:
+            raise ValueError(f"split {split}: ran out of text at {sum(read):.0f} of {seconds:.0f} s")
+        d = open_docs[len(chapters) % len(open_docs)]
+        doc_id, utts = streams[d]
+        chapter = Chapter(split, first_speaker_id + s, first_chapter_id + len(chapters),
+                          voices[s], doc_id)
+        while positions[d] < len(utts) and len(chapter.utterances) < spec.chapter_utts:
+            estimate = _estimate_seconds(utts[positions[d]], voices[s])
+            if read[s] > 0 and read[s] + estimate / 2 > quota:  # closer to quota without it
+                read[s] = quota
+                break
+            chapter.utterances.append(utts[positions[d]])
+            positions[d] += 1
+            read[s] += estimate
+        if chapter.utterances:
+            chapters.append(chapter)
+    return chapters
+
+
+def resolve_size(size: str, hours: Mapping[str, float] | None = None) -> SizeSpec:
+    """The SizeSpec of ``size`` with per-split hours overridden by ``hours``.
+
+    >>> resolve_size("default", {"train-clean-100": 1.0}).hours["train-clean-100"]
+    1.0
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
+    spec = SIZES[size]
+    overrides = {k: v for k, v in (hours or {}).items() if v is not None}
+    unknown = set(overrides) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; splits are {SPLITS}")
+    if any(v <= 0 for v in overrides.values()):
+        raise ValueError(f"hours must be positive: {overrides}")
+    return SizeSpec({**spec.hours, **overrides}, spec.speakers, spec.max_words, spec.chapter_utts)
+
+
+def plan_corpus(
+    size: str = "default",
+    seed: int = 1234,
+    hours: Mapping[str, float] | None = None,
+    engines: Sequence[str] | None = None,
+    sources: Sequence[str] = SOURCES,
+) -> list[Chapter]:
+    """Plan the whole corpus (who reads what); no audio is made. Deterministic in ``seed``."""
+    spec = resolve_size(size, hours)
+    engines = list(engines or ENGINES)
+    voices = make_voices(spec.speakers, engines, seed)
+    seconds = {s: spec.hours[s] * 3600 for s in SPLITS}
+    words = {s: 1.3 * seconds[s] * 18.0 * WORDS_PER_CHAR for s in SPLITS}
+    docs = assign_documents(_cached_documents(tuple(sources)), words, seed)
+    chapters: list[Chapter] = []
+    speaker_id, chapter_id = 100, 1000
+    for split in SPLITS:
+        chapters += plan_split(split, docs[split], voices[split], seconds[split], spec,
+                               speaker_id, chapter_id)
+        speaker_id += len(voices[split])
+        chapter_id = 1000 + len(chapters)
+    return chapters
+
+
+def render_chapter(chapter: Chapter, out: str) -> list[tuple[str, float]]:
+    """Synthesise one chapter into ``out`` (FLACs + trans.txt); return (ID, seconds) pairs."""
+    folder = Path(out) / chapter.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [chapter.utt_id(i) for i in range(len(chapter.utterances))]
+    flacs = [folder / f"{i}.flac" for i in ids]
+    with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
+        synthesize(chapter.voice, [u.speak for u in chapter.utterances], flacs, tmp)
+    trans = folder / f"{chapter.speaker_id}-{chapter.chapter_id}.trans.txt"
+    trans.write_text("".join(f"{i} {u.words}\n" for i, u in zip(ids, chapter.utterances,
+                                                                 strict=True)))
+    return [(i, sf.info(str(f)).duration) for i, f in zip(ids, flacs, strict=True)]
+
+
+def _render_job(args: tuple[Chapter, str]) -> tuple[Chapter, list[tuple[str, float]]]:
+    chapter, out = args
+    return chapter, render_chapter(chapter, out)
+
+
+def _run_jobs(work: list[tuple[Chapter, str]], jobs: int):
+    """Yield rendered chapters, in this process for one job, else from a spawned pool."""
+    if jobs <= 1:
+        yield from map(_render_job, work)
+        return
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        yield from pool.imap_unordered(_render_job, work)
+
+
+def _settings(size: str, seed: int, spec: SizeSpec, engines: Sequence[str],
+              sources: Sequence[str]) -> dict:
+    return {"size": size, "seed": seed, "hours": dict(spec.hours), "engines": list(engines),
+            "sources": list(sources), "max_words": spec.max_words,
+            "chapter_utts": spec.chapter_utts, "speakers": dict(spec.speakers)}
+
+
+def _prepare_output(out: Path, settings: dict, overwrite: bool) -> bool:
+    """Return True if a finished corpus with these settings is already there; clear a stale one."""
+    manifest = out / MANIFEST
+    if manifest.is_file() and not overwrite:
+        if json.loads(manifest.read_text()).get("settings") == settings:
+            return True
+    ours = manifest.is_file() or (out / IN_PROGRESS).is_file()
+    existing = [s for s in SPLITS if (out / s).exists()]
+    if existing and not ours:
+        raise FileExistsError(
+            f"{out / existing[0]} exists and was not made by make_corpus; refusing to overwrite "
+            "it (choose another --out)"
+        )
+    if existing and not overwrite and manifest.is_file():
+        raise FileExistsError(
+            f"{manifest} was made with other settings; pass --overwrite to remake the corpus"
+        )
+    for split in existing:
+        shutil.rmtree(out / split)
+    manifest.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS).touch()
+    return False
+
+
+def _write_speakers(out: Path, chapters: Sequence[Chapter], durations: Mapping[str, float]):
+    minutes: dict[int, float] = {}
+    for c in chapters:
+        ids = [c.utt_id(i) for i in range(len(c.utterances))]
+        minutes[c.speaker_id] = minutes.get(c.speaker_id, 0.0) + sum(durations[i] for i in ids)
+    voices = {c.speaker_id: (c.split, c.voice) for c in chapters}
+    lines = ["; Synthetic speakers of the offline corpus (tools/make_corpus.py)",
+             "; ID |SUBSET           |MINUTES| VOICE (engine/voice/semitones/speed)"]
+    for spk in sorted(voices):
+        split, voice = voices[spk]
+        lines.append(f"{spk:<4}| {split:<16}| {minutes[spk] / 60:6.2f}| {voice.name}")
+    (out / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
+
+
+def make_corpus(
+    out: str | Path,
+    size: str = "default",
+    seed: int = 1234,
+    jobs: int = 2,
+    hours: Mapping[str, float] | None = None,
+    engines: Sequence[str] | None = None,
+    sources: Sequence[str] = SOURCES,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Make (or find already made) the offline LibriSpeech-layout corpus under ``out``.
+
+    Arguments
+    ---------
+    out : folder of the corpus (the ``data_folder`` of ``prepare_librispeech``).
+    size : ``tiny`` | ``default`` | ``bench`` (see ``SIZES``).
+    seed : everything drawn (documents, speakers, order) follows from it.
+    jobs : worker processes synthesising chapters in parallel.
+    hours : per-split overrides of the size's hours, e.g. ``{"train-clean-100": 2.0}``.
+    engines : subset of ``espeak-ng``, ``flite``, ``festival`` (default: all installed).
+    overwrite : remake a corpus made with other settings.
+
+    Returns the summary also stored in ``out/corpus.json`` (hours, utterances, speakers per
+    split, wall time, audio seconds per wall second).
+    """
+    out = Path(out)
+    spec = resolve_size(size, hours)
+    wanted = list(engines or ENGINES)
+    engines = available_engines(wanted)
+    missing = [e for e in wanted if e not in engines]
+    if missing:
+        logger.warning("engines not installed, left out: %s; %s", missing,
+                       missing_engine_hint(missing))
+    if not engines:
+        raise RuntimeError(f"no speech engine installed; {missing_engine_hint(wanted)}")
+    settings = _settings(size, seed, spec, engines, sources)
+    if _prepare_output(out, settings, overwrite):
+        logger.info("corpus already made in %s (same settings): skipping", out)
+        return json.loads((out / MANIFEST).read_text())["summary"]
+    start = time.time()
+    chapters = plan_corpus(size, seed, spec.hours, engines, sources)
+    planned = time.time()
+    durations: dict[str, float] = {}
+    n_utts = sum(len(c.utterances) for c in chapters)
+    bar = tqdm(total=n_utts, unit="utt", desc=f"make_corpus {size}", disable=not progress)
+    work = [(c, str(out)) for c in sorted(chapters, key=lambda c: -len(c.utterances))]
+    with bar:
+        for chapter, result in _run_jobs(work, jobs):
+            durations.update(result)
+            bar.update(len(chapter.utterances))
+    summary = _summarise(chapters, durations, time.time() - start, time.time() - planned, jobs)
+    _write_speakers(out, chapters, durations)
+    (out / MANIFEST).write_text(json.dumps({"settings": settings, "summary": summary,
+                                            "voices": _voice_table(chapters)}, indent=1))
+    (out / IN_PROGRESS).unlink(missing_ok=True)
+    logger.info("corpus made in %s: %s", out, json.dumps(summary))
+    return summary
+
+
+def _voice_table(chapters: Sequence[Chapter]) -> dict[str, dict]:
+    return {str(c.speaker_id): {"split": c.split, **asdict(c.voice)} for c in chapters}
+
+
+def _summarise(chapters: Sequence[Chapter], durations: Mapping[str, float], wall: float,
+               synth: float, jobs: int) -> dict:
+    splits: dict[str, dict] = {}
+    for c in chapters:
+        entry = splits.setdefault(c.split, {"hours": 0.0, "utterances": 0, "speakers": set(),
+                                            "documents": set()})
+        entry["hours"] += sum(durations[c.utt_id(i)] for i in range(len(c.utterances))) / 3600
+        entry["utterances"] += len(c.utterances)
+        entry["speakers"].add(c.speaker_id)
+        entry["documents"].add(c.doc_id)
+    for entry in splits.values():
+        entry["hours"] = round(entry["hours"], 4)
+        entry["speakers"] = len(entry["speakers"])
+        entry["documents"] = sorted(entry["documents"])
+    audio = sum(durations.values())
+    return {"splits": splits, "audio_hours": round(audio / 3600, 4),
+            "wall_seconds": round(wall, 2), "synthesis_seconds": round(synth, 2), "jobs": jobs,
+            "audio_seconds_per_wall_second": round(audio / max(wall, 1e-9), 1)}

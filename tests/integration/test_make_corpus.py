@@ -1,0 +1,129 @@
+"""Tests of the offline LibriSpeech-layout corpus maker (tools/make_corpus.py)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from speechpos.data.corpus import SPLITS, make_corpus, plan_corpus
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_corpus.py"
+SEED = 1234  # the seed of the tiny_librispeech fixture
+
+
+def corpus_listing(root):
+    """{relative path of every FLAC / trans.txt: transcript text (or None)}."""
+    out = {}
+    for path in sorted(root.glob("*/*/*/*")):
+        rel = str(path.relative_to(root))
+        out[rel] = path.read_text() if path.name.endswith(".trans.txt") else None
+    return out
+
+
+def transcripts(root, split):
+    lines = {}
+    for trans in (root / split).glob("*/*/*.trans.txt"):
+        for line in trans.read_text().splitlines():
+            utt_id, words = line.split(" ", 1)
+            lines[utt_id] = words
+    return lines
+
+
+def test_layout_and_audio_format(tiny_librispeech):
+    root = tiny_librispeech
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(SPLITS)
+    for split in SPLITS:
+        lines = transcripts(root, split)
+        assert 2 <= len(lines) <= 20
+        for chapter in (root / split).glob("*/*"):
+            spk, chap = chapter.parent.name, chapter.name
+            assert spk.isdigit() and chap.isdigit()
+            names = sorted(p.name for p in chapter.iterdir())
+            assert f"{spk}-{chap}.trans.txt" in names
+            for flac in chapter.glob("*.flac"):
+                assert re.fullmatch(rf"{spk}-{chap}-\d{{4}}\.flac", flac.name)
+                assert flac.stem in lines
+                info = sf.info(flac)
+                assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+                assert 0.5 < info.duration < 35
+        for utt_id, words in lines.items():
+            assert re.fullmatch(r"[A-Z']+( [A-Z']+)*", words), words
+            spk, chap, _ = utt_id.split("-")
+            assert (root / split / spk / chap / f"{utt_id}.flac").is_file()
+    speakers = (root / "SPEAKERS.TXT").read_text()
+    assert "espeak-ng/" in speakers
+
+
+def test_splits_share_no_speaker_sentence_or_document(tiny_librispeech):
+    root = tiny_librispeech
+    speakers = {s: {p.name for p in (root / s).iterdir()} for s in SPLITS}
+    words = {s: set(transcripts(root, s).values()) for s in SPLITS}
+    summary = json.loads((root / "corpus.json").read_text())
+    docs = {s: set(summary["summary"]["splits"][s]["documents"]) for s in SPLITS}
+    voices = summary["voices"]
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            assert not speakers[a] & speakers[b]
+            assert not words[a] & words[b]
+            assert not docs[a] & docs[b]
+            settings = {json.dumps({k: v for k, v in voices[x].items() if k != "split"})
+                        for x in speakers[a]}
+            assert not settings & {json.dumps({k: v for k, v in voices[x].items()
+                                               if k != "split"}) for x in speakers[b]}
+    # no sentence repeated inside the corpus either
+    all_lines = [w for s in SPLITS for w in transcripts(root, s).values()]
+    assert len(all_lines) == len(set(all_lines))
+
+
+def test_plan_is_deterministic_and_matches_the_corpus(tiny_librispeech):
+    plan = plan_corpus(size="tiny", seed=SEED)
+    again = plan_corpus(size="tiny", seed=SEED)
+    as_lines = {c.utt_id(i): u.words for c in plan for i, u in enumerate(c.utterances)}
+    assert as_lines == {c.utt_id(i): u.words for c in again for i, u in enumerate(c.utterances)}
+    assert [c.voice for c in plan] == [c.voice for c in again]
+    on_disk = {k: v for s in SPLITS for k, v in transcripts(tiny_librispeech, s).items()}
+    assert as_lines == on_disk
+    other = plan_corpus(size="tiny", seed=SEED + 1)
+    assert {c.utt_id(i): u.words for c in other for i, u in enumerate(c.utterances)} != as_lines
+
+
+def test_same_seed_same_corpus(tiny_librispeech, tmp_path):
+    make_corpus(tmp_path / "again", size="tiny", seed=SEED, jobs=1, progress=False)
+    assert corpus_listing(tmp_path / "again") == corpus_listing(tiny_librispeech)
+    for flac in sorted(tiny_librispeech.glob("*/*/*/*.flac"))[:4]:
+        twin = tmp_path / "again" / flac.relative_to(tiny_librispeech)
+        assert (sf.read(twin)[0] == sf.read(flac)[0]).all()
+
+
+def test_finished_corpus_is_not_made_again(tiny_librispeech):
+    flac = next(tiny_librispeech.glob("train-clean-100/*/*/*.flac"))
+    mtime = flac.stat().st_mtime_ns
+    summary = make_corpus(tiny_librispeech, size="tiny", seed=SEED, jobs=2, progress=False)
+    assert summary["splits"]["train-clean-100"]["utterances"] > 0
+    assert flac.stat().st_mtime_ns == mtime
+
+
+def test_refuses_foreign_or_differently_made_folders(tiny_librispeech, tmp_path):
+    (tmp_path / "real" / "dev-clean").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not made by make_corpus"):
+        make_corpus(tmp_path / "real", size="tiny", progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        make_corpus(tiny_librispeech, size="tiny", seed=SEED + 1, progress=False)
+
+
+def test_size_and_hours_checks():
+    with pytest.raises(ValueError, match="unknown size"):
+        plan_corpus(size="huge")
+    with pytest.raises(ValueError, match="positive"):
+        plan_corpus(size="tiny", hours={"dev-clean": 0})
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("--out", "--size", "--seed", "--jobs", "--train-hours", "--overwrite"):
+        assert option in out
