@@ -7,6 +7,7 @@ import sys
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml.error import YAMLError
 
 
 class ConfigError(ValueError):
@@ -39,7 +40,23 @@ def load_recipe_hparams(argv: list[str], script_file: str):
         raise ConfigError(
             f"{hparams_file}: {err.args[0]} (overrides must name keys of the hparams file)"
         ) from err
+    except YAMLError as err:
+        raise ConfigError(f"{hparams_file} with overrides {overrides!r}: {err}") from err
     return hparams_file, run_opts, overrides, hparams
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad input (files, configs, checkpoints), not a bug: the recipes
+    print their message without a traceback."""
+    from speechpos.data.librispeech import DataPreparationError
+    from speechpos.speech.audio import AudioError
+    from speechpos.speech.ctc import CTCAlignmentError, TranscriptError
+    from speechpos.speech.model import CheckpointMismatchError
+
+    return (
+        ConfigError, FileNotFoundError, DataPreparationError, AudioError, TranscriptError,
+        CTCAlignmentError, CheckpointMismatchError,
+    )
 
 
 def die(message: str) -> None:

@@ -23,10 +23,11 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechpos.recipes import ConfigError, die, load_recipe_hparams
+from speechpos.recipes import ConfigError, die, load_recipe_hparams, user_errors
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.ctc import (
     CharTokenizer,
+    CTCAlignmentError,
     SentencePieceTokenizer,
     TranscriptError,
     beam_decode,
@@ -60,6 +61,8 @@ class CTCFineTune(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         log_probs, out_lens = predictions
         tokens, token_lens = batch.tokens
+        if stage == sb.Stage.TRAIN:
+            self.check_ctc_feasible(batch.id, log_probs, out_lens, tokens, token_lens)
         loss = sb.nnet.losses.ctc_loss(
             log_probs, tokens, out_lens, token_lens, blank_index=self.tokenizer.blank_index
         )
@@ -73,6 +76,30 @@ class CTCFineTune(sb.Brain):
             self.cer_metric.append(batch.id, [h.split() for h in hyps], [r.split() for r in refs])
             self.texts.extend(zip(refs, hyps, strict=True))
         return loss
+
+    def check_ctc_feasible(self, ids, log_probs, out_lens, tokens, token_lens):
+        """CTC needs at least as many frames as targets (plus one per repeated unit); SpeechBrain's
+        loss silently gives 0 to utterances that cannot be aligned, so say which ones they are."""
+        frames = torch.round(out_lens * log_probs.shape[1]).long()
+        targets = torch.round(token_lens * tokens.shape[1]).long()
+        repeats = (
+            (tokens[:, 1:] == tokens[:, :-1])
+            & (torch.arange(1, tokens.shape[1], device=tokens.device)[None] < targets[:, None])
+        ).sum(1)
+        bad = [
+            uid
+            for uid, f, n in zip(ids, frames.tolist(), (targets + repeats).tolist(), strict=True)
+            if f < n
+        ]
+        if bad:
+            message = (
+                f"{len(bad)} of {len(ids)} utterances of the batch have fewer encoder frames than CTC "
+                f"targets and get no loss (e.g. {', '.join(bad[:3])}): use smaller patch_frames or "
+                "token_type=sentencepiece"
+            )
+            if len(bad) == len(ids):
+                raise CTCAlignmentError(message)
+            logger.warning(message)
 
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
@@ -96,7 +123,10 @@ class CTCFineTune(sb.Brain):
             self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
-                stats_meta={"split": self.test_split, "epochs trained": self.hparams.epoch_counter.current},
+                stats_meta={
+                    "split": self.test_split,
+                    "epochs trained": self.hparams.epoch_counter.current,
+                },
                 test_stats=stats,
             )
             if if_main_process():
@@ -138,14 +168,18 @@ def make_tokenizer(hparams):
     if hparams["token_type"] == "char":
         ds = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["train_csv"])
         texts = [row["wrd"] for row in ds.data.values()]
-        return CharTokenizer.load_or_create(os.path.join(hparams["save_folder"], "tokenizer.txt"), texts)
+        return CharTokenizer.load_or_create(
+            os.path.join(hparams["save_folder"], "tokenizer.txt"), texts
+        )
     if hparams["token_type"] == "sentencepiece":
         return SentencePieceTokenizer(
             os.path.join(hparams["save_folder"], "sentencepiece"),
             hparams["sentencepiece_vocab"],
             hparams["train_csv"],
         )
-    raise ConfigError(f"token_type must be 'char' or 'sentencepiece', got {hparams['token_type']!r}")
+    raise ConfigError(
+        f"token_type must be 'char' or 'sentencepiece', got {hparams['token_type']!r}"
+    )
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -249,5 +283,5 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ConfigError, FileNotFoundError) as err:
+    except user_errors() as err:
         die(str(err))

@@ -26,7 +26,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechpos.position import PositionStats
-from speechpos.recipes import ConfigError, die, load_recipe_hparams
+from speechpos.recipes import die, load_recipe_hparams, user_errors
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.dataio import audio_dataset
 
@@ -181,5 +181,5 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ConfigError, FileNotFoundError) as err:
+    except user_errors() as err:
         die(str(err))

@@ -36,6 +36,10 @@ class TranscriptError(ValueError):
     """A transcript cannot be turned into CTC targets."""
 
 
+class CTCAlignmentError(ValueError):
+    """Utterances have fewer output frames than CTC targets."""
+
+
 class CharTokenizer:
     """Characters of the transcripts (A-Z, apostrophe, space) with the CTC blank at index 0."""
 

@@ -54,7 +54,7 @@ def test_tiny_model_learns_positions_well_above_chance():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     after = evaluate()
 
     assert sum(losses[-20:]) / 20 < 0.75 * sum(losses[:20]) / 20

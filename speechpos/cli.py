@@ -1,0 +1,49 @@
+"""``speechpos`` command line: transcribe audio or extract features with a trained run.
+
+    speechpos transcribe results/ctc/transformer/1234 a.flac b.flac
+    speechpos features results/ctc/transformer/1234 a.flac --layer 3 --out a.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from speechpos.inference import RunError, SpeechModel, list_audio
+from speechpos.speech.audio import AudioError
+from speechpos.speech.model import CheckpointMismatchError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="speechpos", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("transcribe", help="print '<file>\\t<transcript>' for each audio file")
+    t.add_argument("run", help="output folder of asr_ctc.py")
+    t.add_argument("audio", nargs="+", help="audio files or folders (16 kHz mono)")
+    f = sub.add_parser("features", help="save encoder features of one file as .npy")
+    f.add_argument("run", help="output folder of asr_ctc.py or pretrain.py")
+    f.add_argument("audio", help="an audio file")
+    f.add_argument("--layer", type=int, default=-1, help="0: patch embedding, k: layer k, -1: final")
+    f.add_argument("--out", required=True, help="where to write the (tokens, d_model) array")
+    f.add_argument("--device", default="cpu")
+    t.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        model = SpeechModel.from_run(args.run, device=args.device)
+        if args.command == "transcribe":
+            for path in list_audio(args.audio):
+                print(f"{path}\t{model.transcribe_file(path)}", flush=True)
+        else:
+            feats = model.extract_features(args.audio, args.layer).numpy()
+            np.save(args.out, feats)
+            print(f"{args.out}: {feats.shape[0]} tokens x {feats.shape[1]} features")
+    except (RunError, AudioError, CheckpointMismatchError, ValueError) as err:
+        print(f"speechpos: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Use a trained run: transcribe audio files, or extract encoder features from a chosen layer.
+
+A *run* is the output folder of ``asr_ctc.py`` (hyperparams.yaml, save/ with its checkpoints
+and tokenizer) or of ``pretrain.py`` (hyperparams.yaml and encoder.ckpt; features only).
+
+Example (with a trained run)::
+
+    from speechpos.inference import SpeechModel
+    model = SpeechModel.from_run("results/ctc/transformer/1234")
+    print(model.transcribe_file("some.flac"))
+    feats = model.extract_features("some.flac", layer=3)   # (tokens, d_model)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.checkpoints import Checkpointer
+
+from speechpos.speech.audio import min_samples_for_patch, read_audio_checked
+from speechpos.speech.ctc import CharTokenizer, SentencePieceTokenizer, greedy_decode
+from speechpos.speech.model import load_encoder_state
+
+
+class RunError(ValueError):
+    """A folder is not a usable training run."""
+
+
+class SpeechModel:
+    """Features, encoder and (for CTC runs) the CTC layer and tokenizer of a trained run."""
+
+    def __init__(self, hparams: dict, tokenizer=None, ctc_lin=None, device: str = "cpu"):
+        self.hparams = hparams
+        self.device = device
+        self.compute_features = hparams["compute_features"].to(device)
+        self.normalize = hparams["normalize"].to(device).eval()
+        self.encoder = hparams["encoder"].to(device).eval()
+        self.tokenizer = tokenizer
+        self.ctc_lin = None if ctc_lin is None else ctc_lin.to(device).eval()
+        self.sample_rate = hparams["sample_rate"]
+        self.min_samples = min_samples_for_patch(hparams["patch_frames"], sample_rate=self.sample_rate)
+
+    @classmethod
+    def from_run(cls, run: str | Path, device: str = "cpu") -> SpeechModel:
+        """Load a run folder written by ``asr_ctc.py`` or ``pretrain.py``."""
+        run = Path(run)
+        yaml_path = run / "hyperparams.yaml"
+        if not yaml_path.is_file():
+            raise RunError(f"{run}: no hyperparams.yaml; not an output folder of a speechpos recipe")
+        with open(yaml_path, encoding="utf-8") as f:
+            hparams = load_hyperpyyaml(f)
+        if "ctc_lin_builder" not in hparams:
+            exported = run / "encoder.ckpt"
+            if not exported.is_file():
+                raise RunError(f"{run}: pretraining run without encoder.ckpt")
+            load_encoder_state(hparams["encoder"], exported, allow_missing=())
+            return cls(hparams, device=device)
+        save = run / "save"
+        tokenizer = _load_tokenizer(hparams, save)
+        ctc_lin = hparams["ctc_lin_builder"](n_neurons=len(tokenizer))
+        checkpointer = Checkpointer(
+            str(save),
+            recoverables={"encoder": hparams["encoder"], "normalize": hparams["normalize"], "ctc_lin": ctc_lin},
+        )
+        if checkpointer.recover_if_possible(min_key="WER") is None:
+            raise RunError(f"{save}: no checkpoint to load")
+        return cls(hparams, tokenizer, ctc_lin, device)
+
+    def load_audio(self, path: str) -> torch.Tensor:
+        """Checked audio of one file (right rate, mono, at least one patch long)."""
+        return read_audio_checked(str(path), self.sample_rate, self.min_samples)
+
+    @torch.no_grad()
+    def encode_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor, return_hidden: bool = False):
+        """(B, samples) -> encoder output (and hidden states), token lengths."""
+        wavs, rel_lengths = wavs.to(self.device), rel_lengths.to(self.device)
+        feats = self.normalize(self.compute_features(wavs), rel_lengths)
+        return self.encoder(feats, rel_lengths, return_hidden=return_hidden)
+
+    @torch.no_grad()
+    def transcribe_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor) -> list[str]:
+        """Greedy CTC transcripts of a padded batch."""
+        if self.ctc_lin is None:
+            raise RunError("this run has no CTC layer (a pretraining run): it cannot transcribe")
+        out, lengths = self.encode_batch(wavs, rel_lengths)
+        log_probs = torch.log_softmax(self.ctc_lin(out), dim=-1)
+        return greedy_decode(log_probs, lengths.float() / log_probs.shape[1], self.tokenizer)
+
+    def transcribe_file(self, path: str) -> str:
+        """Transcript of one audio file."""
+        wav = self.load_audio(path)
+        return self.transcribe_batch(wav[None], torch.ones(1))[0]
+
+    @torch.no_grad()
+    def extract_features(self, path: str, layer: int = -1) -> torch.Tensor:
+        """(tokens, d_model) features of one file: ``layer`` 0 is the patch embedding, k the
+        output of encoder layer k, -1 the final (normalised) encoder output."""
+        wav = self.load_audio(path)
+        out, lengths, hidden = self.encode_batch(wav[None], torch.ones(1), return_hidden=True)
+        if layer == -1:
+            return out[0].cpu()
+        if not 0 <= layer < len(hidden):
+            raise ValueError(f"layer must be -1 or in 0..{len(hidden) - 1}, got {layer}")
+        return hidden[layer][0].cpu()
+
+
+def _load_tokenizer(hparams, save: Path):
+    if hparams["token_type"] == "char":
+        path = save / "tokenizer.txt"
+        if not path.is_file():
+            raise RunError(f"{path}: tokenizer missing")
+        return CharTokenizer.load_or_create(str(path), [])
+    model_dir = save / "sentencepiece"
+    if not model_dir.is_dir():
+        raise RunError(f"{model_dir}: sentencepiece model missing")
+    return SentencePieceTokenizer(str(model_dir), hparams["sentencepiece_vocab"], hparams["train_csv"])
+
+
+def list_audio(paths) -> list[str]:
+    """Files given, with folders expanded to their .flac/.wav files (sorted)."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, files in os.walk(p):
+                out.extend(os.path.join(root, f) for f in files if f.endswith((".flac", ".wav")))
+        else:
+            out.append(p)
+    return sorted(out)
