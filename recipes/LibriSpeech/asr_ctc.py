@@ -244,6 +244,7 @@ def load_pretrained(hparams):
 
 def main(argv):
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, __file__)
+    sb.utils.distributed.ddp_init_group(run_opts)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -66,6 +66,7 @@ class PositionPretrain(sb.Brain):
         self.stage_start = time.time()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        self.position_stats.all_reduce()
         s = self.position_stats.summarize()
         stats = {
             "loss": stage_loss,
@@ -142,6 +143,7 @@ def prepare_data(hparams):
 
 def main(argv):
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, __file__)
+    sb.utils.distributed.ddp_init_group(run_opts)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -112,6 +112,21 @@ class PositionStats:
             self.pairs.append(pair[: self.keep_pairs - self._kept])
             self._kept += len(self.pairs[-1])
 
+    def all_reduce(self) -> None:
+        """Sum the counts over the processes of a torch.distributed job (DDP), so every rank
+        reports the whole epoch; a no-op outside one. The confusion pairs stay per rank."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        counts = torch.tensor(
+            [self.tokens, self.hits, self.error, self.chance_hits, self.chance_error],
+            dtype=torch.float64,
+        )
+        dist.all_reduce(counts)
+        self.tokens = int(counts[0])
+        self.hits, self.error, self.chance_hits, self.chance_error = counts[1:].tolist()
+
     def summarize(self, field: str | None = None):
         """Dict with ``accuracy``, ``position_error``, ``chance_accuracy``,
         ``chance_position_error`` and ``tokens``; or one of them if ``field`` is given."""

@@ -176,3 +176,25 @@ def test_cli_transcribes_and_extracts_features(ctc_run, tiny_librispeech, tmp_pa
 
     feats = np.load(out)
     assert feats.shape[1] == 64 and feats.shape[0] > 0
+
+
+def test_ddp_two_processes_on_cpu(tiny_librispeech, pretrain_run, tmp_path):
+    """torchrun --nproc_per_node=2 with gloo: the conformer config (convolution off, so DDP
+    must accept unused parameters) trains and both ranks log the same whole-epoch stats."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "pretrain.py",
+         "hparams/pp_conformer.yaml", "--distributed_backend=gloo", "--device=cpu",
+         f"--data_folder={tiny_librispeech}", f"--output_folder={out}", "--number_of_epochs=2",
+         *TINY_MODEL],
+        cwd=RECIPES, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = log_stats(out / "train_log.txt")
+    assert [s["epoch"] for s in stats] == [1, 2]
+    # Chance accuracy is (utterances / tokens) of what was scored: with the stats summed over
+    # both ranks it is that of the whole training set, as in the single-process run.
+    single = log_stats(pretrain_run / "train_log.txt")[0]
+    assert stats[0]["train chance_acc"] == pytest.approx(single["train chance_acc"], rel=1e-3)
+    assert (out / "encoder.ckpt").is_file()
