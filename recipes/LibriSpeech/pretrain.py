@@ -116,7 +116,11 @@ def dataio_prepare(hparams):
         hparams["train_csv"], hparams["sample_rate"], min_samples, crop_samples,
         sort=hparams["sorting"] if hparams["sorting"] != "random" else None,
     )
-    valid = audio_dataset(hparams["valid_csv"], hparams["sample_rate"], min_samples, sort="ascending")
+    # With crops, validation is cropped too (from a fixed seed) so both stages score the same task.
+    valid = audio_dataset(
+        hparams["valid_csv"], hparams["sample_rate"], min_samples, crop_samples, sort="ascending",
+        generator=torch.Generator().manual_seed(hparams["seed"]),
+    )
     return train, valid
 
 
