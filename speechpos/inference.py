@@ -56,7 +56,7 @@ class SpeechModel:
             exported = run / "encoder.ckpt"
             if not exported.is_file():
                 raise RunError(f"{run}: pretraining run without encoder.ckpt")
-            load_encoder_state(hparams["encoder"], exported, allow_missing=())
+            load_encoder_state(hparams["encoder"], exported)
             return cls(hparams, device=device)
         save = run / "save"
         tokenizer = _load_tokenizer(hparams, save)

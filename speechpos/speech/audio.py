@@ -13,6 +13,8 @@ speechpos.speech.audio.AudioError: ...a.flac: sample rate is 8000 Hz, expected 1
 
 from __future__ import annotations
 
+import os
+
 import soundfile as sf
 import torch
 
@@ -24,10 +26,10 @@ class AudioError(ValueError):
 def read_audio_checked(path: str, sample_rate: int = 16000, min_samples: int = 1) -> torch.Tensor:
     """Read a mono file as a float32 tensor, checking it exists, decodes, has the expected
     sample rate and at least ``min_samples`` samples (e.g. one patch of frames)."""
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: audio file not found")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except FileNotFoundError as err:
-        raise AudioError(f"{path}: audio file not found") from err
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise AudioError(f"{path}: cannot decode audio ({err})") from err
     if rate != sample_rate:

@@ -12,7 +12,9 @@ layer's convolution module and decides what it sees:
   convolution and put back after it, so its kernel sees random neighbours and no edges.
 
 In every mode padded tokens are zeroed before the convolution (SpeechBrain masks only its
-output), so padding never leaks into valid tokens.
+output), so what padding *holds* never reaches valid tokens. With the convolution on, the
+amount of padding still shows at the last valid tokens (the module's pointwise layer has a bias),
+as in SpeechBrain's conformer; that mode leaks position anyway and is meant for fine-tuning.
 
 Example
 -------

@@ -18,11 +18,11 @@ Example
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from speechpos.position.checkpoint import CheckpointMismatchError, load_encoder_state
 from speechpos.position.context import Context
 from speechpos.position.embedding import PositionEmbedding
 from speechpos.position.encoder import ContextEncoder
@@ -30,9 +30,12 @@ from speechpos.speech.patches import FramePatchEmbedding
 
 logger = logging.getLogger(__name__)
 
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model it is loaded into."""
+__all__ = [
+    "CheckpointMismatchError",
+    "SpeechEncoder",
+    "build_speech_encoder",
+    "load_encoder_state",
+]
 
 
 class SpeechEncoder(nn.Module):
@@ -79,57 +82,6 @@ class SpeechEncoder(nn.Module):
         if return_hidden:
             return out[0], lengths, out[1]
         return out, lengths
-
-
-def load_encoder_state(
-    model: nn.Module,
-    path: str | Path,
-    allow_missing: tuple[str, ...] = ("position_embedding.",),
-) -> None:
-    """Load an encoder checkpoint strictly, failing with a clear message on any mismatch.
-
-    SpeechBrain's ``Pretrainer`` loads non-strictly and only logs missing keys, so a
-    checkpoint from another architecture would load silently and partially. Here every key
-    must be present with the same shape, except those starting with ``allow_missing``
-    (e.g. the position embedding added at fine-tune time), which keep their initial values.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    CheckpointMismatchError
-        If keys are missing, unexpected, or have other shapes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointMismatchError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
-    if not isinstance(state, dict):
-        raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(state).__name__}")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} keys of another shape (e.g. {'; '.join(wrong[:3])})")
-        raise CheckpointMismatchError(
-            f"{path} was saved from a different encoder architecture: " + "; ".join(parts)
-        )
-    model.load_state_dict(state, strict=False)
-    logger.info("loaded pretrained encoder from %s (%d tensors)", path, len(state))
 
 
 def build_speech_encoder(
