@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Position-prediction pretraining of a ViT on an ImageFolder: MP3, with DropPos options.
+
+Each image is cut into patches with no position embedding; one random context of patches
+supplies the keys/values of every layer; a linear head classifies every patch's position on
+the patch grid. DropPos' 2-D position smoothing (``sigma_start``/``sigma_end``) and attentive
+reconstruction (``attentive``) are switches. Validation reports position accuracy and error
+(with their chance levels) on the val split, with a fixed context per image.
+
+Usage::
+
+    python recipes/ImageNet/pretrain.py recipes/ImageNet/hparams/pretrain.yaml \
+        --data_folder=/path/to/imagenet [--sigma_start=1.0] [--attentive=True]
+
+Outputs in ``<output_folder>``: ``train_log.txt``, ``save/CKPT+*/vit.ckpt`` (the encoder that
+``finetune.py`` loads), ``results.json`` (the last validation's position metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechpos.position import sample_context_2d
+from speechpos.vision.data import imagefolder_datasets
+from speechpos.vision.schedule import attach_scheduler
+from speechpos.vision.vit import attentive_weights
+
+VALID_SEED = 0
+
+
+class PositionPretrainBrain(sb.core.Brain):
+    """MP3 position prediction on image patches."""
+
+    def on_fit_start(self):
+        """Refuse a smoothing layout that is not the ViT's real patch grid."""
+        grid = tuple(self.hparams.layout.grid)
+        if grid != self.hparams.vit.grid:
+            raise ValueError(
+                f"position layout grid {grid} differs from the ViT patch grid {self.hparams.vit.grid}"
+            )
+        super().on_fit_start()
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Advance the warm-up/decay schedule once per optimiser step."""
+        if should_step:
+            self.hparams.scheduler(self.optimizer)
+
+    def compute_forward(self, batch, stage):
+        """Position logits of every patch with a sampled context; attentive weights if on."""
+        images = batch[0].to(self.device)
+        generator = None if stage == sb.Stage.TRAIN else self.eval_generator
+        context = sample_context_2d(
+            images.shape[0],
+            self.hparams.vit.grid,
+            self.hparams.context_ratio,
+            tuple(self.hparams.context_block),
+            generator=generator,
+            device=self.device,
+        )
+        weights = None
+        if self.hparams.attentive and stage == sb.Stage.TRAIN:
+            start = self._clock()
+            weights = attentive_weights(
+                self.modules.vit, images, self.hparams.attentive_temperature
+            )
+            self.seconds["attentive_pass"] += self._clock() - start
+        start = self._clock()
+        logits = self.modules.position_head(self.modules.vit(images, context))
+        self.seconds["masked_forward"] += self._clock() - start
+        return logits, context, weights
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Position cross-entropy (smoothed and weighted as configured)."""
+        logits, context, weights = predictions
+        lengths = torch.full((logits.shape[0],), logits.shape[1], device=self.device)
+        loss_fn = self.hparams.position_loss
+        loss = loss_fn(logits, lengths, context, progress=self.progress, weights=weights)
+        if stage != sb.Stage.TRAIN:
+            self.position_stats.append(
+                logits, lengths, loss_fn.token_mask(lengths, logits.shape[1], context)
+            )
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Set the smoothing progress; fresh metrics and fixed contexts for evaluation."""
+        if epoch is not None:
+            self.progress = (epoch - 1) / self.hparams.number_of_epochs
+        elif not hasattr(self, "progress"):
+            self.progress = 1.0
+        self.seconds = {"attentive_pass": 0.0, "masked_forward": 0.0}
+        if stage != sb.Stage.TRAIN:
+            self.position_stats = self.hparams.position_stats()
+            self.eval_generator = torch.Generator().manual_seed(VALID_SEED)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log, checkpoint the latest epoch, write ``results.json``."""
+        if stage == sb.Stage.TRAIN:
+            seconds = {f"{k}_s": round(v, 2) for k, v in self.seconds.items() if v > 0}
+            self.train_stats = {"loss": stage_loss, **seconds}
+            return
+        summary = self.position_stats.summarize()
+        stats = {
+            "loss": stage_loss,
+            "position_accuracy": summary["accuracy"],
+            "position_error": summary["position_error"],
+            "chance_accuracy": summary["chance_accuracy"],
+            "chance_position_error": summary["chance_position_error"],
+        }
+        if stage == sb.Stage.VALID:
+            meta = {
+                "epoch": epoch,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "sigma": self.hparams.position_loss.sigma(self.progress),
+            }
+            self.hparams.train_logger.log_stats(
+                meta, train_stats=self.train_stats, valid_stats=stats
+            )
+            self.checkpointer.save_and_keep_only(meta=stats, num_to_keep=1)
+        else:
+            self.hparams.train_logger.log_stats(
+                {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+        Path(self.hparams.output_folder, "results.json").write_text(json.dumps(stats, indent=1))
+
+    def _clock(self) -> float:
+        if self.device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+def main(argv: list[str] | None = None) -> PositionPretrainBrain:
+    """Run the recipe with command-line style arguments; returns the trained Brain."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:] if argv is None else argv)
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    datasets = imagefolder_datasets(hparams)
+    batch = hparams["train_loader_kwargs"]["batch_size"]
+    attach_scheduler(hparams, len(datasets["train"]) // batch)
+    brain = PositionPretrainBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        hparams["epoch_counter"],
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=dict(hparams["train_loader_kwargs"]),
+        valid_loader_kwargs=dict(hparams["valid_loader_kwargs"]),
+    )
+    return brain
+
+
+if __name__ == "__main__":
+    main()
