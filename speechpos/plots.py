@@ -1,0 +1,259 @@
+"""Reading a pretraining run's logs and plotting them (training curves, position confusion).
+
+The pretraining recipe (``recipes/LibriSpeech/pretrain.py``) writes, in its output folder,
+
+- ``train_log.txt``: one line per epoch in SpeechBrain's ``FileTrainLogger`` format,
+  ``epoch: 3, lr: 1.02e-03 - train loss: 5.34, train pos_acc: 1.12e-02, ... - valid loss: ...``;
+- ``valid_confusion.npy``: a (P, P) matrix of counts, true position ``i`` predicted as ``j``.
+
+:func:`read_train_log` turns the log into one record per epoch, :func:`plot_training_curves`
+draws loss, position accuracy and position error (train and valid, with their chance levels),
+and :func:`plot_confusion` draws the row-normalised confusion on a log colour scale.
+Plotting uses matplotlib's non-interactive ``Agg`` backend; nothing here needs torch.
+
+Example
+-------
+>>> rec = parse_log_line("epoch: 2, lr: 1.00e-03 - train loss: 5.40, train pos_acc: 8.00e-03 "
+...                      "- valid loss: 5.39, valid pos_acc: 8.70e-03")
+>>> rec["epoch"], rec["lr"], rec["train"]["loss"], rec["valid"]["pos_acc"]
+(2, 0.001, 5.4, 0.0087)
+>>> import numpy as np
+>>> normalize_rows(np.array([[1, 3], [0, 0]])).tolist()
+[[0.25, 0.75], [nan, nan]]
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("train", "valid", "test")
+
+
+def _number(text: str):
+    """int, float, or the text itself when it is not a number."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_log_line(line: str) -> dict | None:
+    """One ``FileTrainLogger`` line -> ``{"epoch": .., "lr": .., "train": {..}, "valid": {..}}``.
+
+    The meta part (before the first `` - ``) gives top-level keys; every later part is one
+    stage's stats, whose keys lose their ``train``/``valid``/``test`` prefix. Returns None for
+    a blank line or one without ``key: value`` items.
+
+    >>> parse_log_line("epoch: 1 - train loss: 2.50e+00 - test loss: 3.0")
+    {'epoch': 1, 'train': {'loss': 2.5}, 'test': {'loss': 3.0}}
+    >>> parse_log_line("") is None
+    True
+    """
+    line = line.strip()
+    if not line:
+        return None
+    record: dict = {}
+    for i, part in enumerate(line.split(" - ")):
+        items = [item for item in part.split(", ") if ": " in item]
+        for item in items:
+            key, value = item.split(": ", 1)
+            key = key.strip()
+            stage, _, name = key.partition(" ")
+            if i > 0 and stage in STAGES and name:
+                record.setdefault(stage, {})[name] = _number(value)
+            else:
+                record[key] = _number(value)
+    return record or None
+
+
+def read_train_log(path: str | Path) -> list[dict]:
+    """Records of a ``train_log.txt``, one per epoch, in epoch order.
+
+    A resumed run appends to the same file, so an epoch can appear twice: its last line wins.
+    Lines without an ``epoch`` key (e.g. a final test line) are kept after the epochs.
+    """
+    by_epoch: dict = {}
+    others = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = parse_log_line(line)
+            if rec is None:
+                continue
+            if "epoch" in rec:
+                by_epoch[rec["epoch"]] = rec
+            else:
+                others.append(rec)
+    return [by_epoch[e] for e in sorted(by_epoch)] + others
+
+
+def series(records: list[dict], stage: str, key: str) -> tuple[list, list]:
+    """(epochs, values) of ``stage``'s ``key`` over the records that have it.
+
+    >>> series([{"epoch": 1, "train": {"loss": 2.0}}, {"epoch": 2, "train": {}}], "train", "loss")
+    ([1], [2.0])
+    """
+    epochs, values = [], []
+    for rec in records:
+        value = rec.get(stage, {}).get(key)
+        if "epoch" in rec and isinstance(value, int | float):
+            epochs.append(rec["epoch"])
+            values.append(float(value))
+    return epochs, values
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (rows of zeros become NaN, drawn blank)."""
+    matrix = np.asarray(matrix, dtype=float)
+    sums = matrix.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums > 0, matrix / np.where(sums > 0, sums, 1.0), np.nan)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# (panel title, stat key, chance key or None, y label)
+CURVE_PANELS = (
+    ("loss", "loss", None, "cross-entropy"),
+    ("position accuracy", "pos_acc", "chance_acc", "top-1 accuracy"),
+    ("position error", "pos_err", "chance_err", "mean |predicted - true| (tokens)"),
+)
+STAGE_COLORS = {"train": "tab:blue", "valid": "tab:orange"}
+
+
+def plot_training_curves(records: list[dict], path: str | Path, title: str | None = None) -> Path:
+    """Loss, position accuracy and position error per epoch, train and valid, each metric
+    with its chance level (dashed), in one row of three panels, saved as a PNG."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(5.2 * len(CURVE_PANELS), 4.0))
+    for ax, (name, key, chance_key, ylabel) in zip(axes, CURVE_PANELS, strict=True):
+        for stage, color in STAGE_COLORS.items():
+            epochs, values = series(records, stage, key)
+            if epochs:
+                ax.plot(epochs, values, "o-", color=color, ms=3, label=stage)
+            if chance_key:
+                epochs, values = series(records, stage, chance_key)
+                if epochs:
+                    ax.plot(epochs, values, "--", color=color, alpha=0.7, label=f"{stage} chance")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(
+    matrix: np.ndarray,
+    path: str | Path,
+    first: int | None = 100,
+    title: str | None = None,
+    token_ms: float | None = None,
+) -> Path:
+    """Heatmap of predicted vs true position, rows normalised, on a log colour scale.
+
+    Arguments
+    ---------
+    matrix : np.ndarray
+        (P, P) counts, row = true position, column = predicted position.
+    path : str or Path
+        PNG to write.
+    first : int, optional
+        Show only the first ``first`` true and predicted positions (None: all P).
+    title : str, optional
+        Figure title (default: accuracy over the rows shown).
+    token_ms : float, optional
+        Duration of one token; adds it to the axis labels.
+    """
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {matrix.shape}")
+    n = matrix.shape[0] if first is None else min(first, matrix.shape[0])
+    # Normalise over the full row (predictions past the shown window still count).
+    probs = normalize_rows(matrix)[:n, :n]
+    counts = matrix[:n]
+    shown = probs[np.isfinite(probs) & (probs > 0)]
+    vmin = max(float(shown.min()) if shown.size else 1e-3, 1e-4)
+    masked = np.ma.masked_where(~np.isfinite(probs) | (probs <= 0), probs)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    im = ax.imshow(
+        masked, origin="lower", cmap=cmap, norm=LogNorm(vmin=vmin, vmax=1.0),
+        interpolation="nearest", extent=(-0.5, n - 0.5, -0.5, n - 0.5),
+    )
+    ax.plot([-0.5, n - 0.5], [-0.5, n - 0.5], color="red", lw=0.6, alpha=0.4)
+    unit = "token" if token_ms is None else f"token of {token_ms:g} ms"
+    ax.set_xlabel(f"predicted position ({unit})")
+    ax.set_ylabel(f"true position ({unit})")
+    total = int(counts.sum())
+    acc = float(np.trace(matrix[:n, :n])) / total if total else math.nan
+    ax.set_title(title or f"valid positions 0-{n - 1}: accuracy {acc:.3f}, {total} tokens", fontsize=10)
+    fig.colorbar(im, ax=ax, label="P(predicted | true), row-normalised")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table; floats get 4 significant digits.
+
+    >>> print(markdown_table(["a", "b"], [[1, 0.123456]]))
+    | a | b |
+    |---|---|
+    | 1 | 0.1235 |
+    """
+
+    def cell(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def epoch_table(records: list[dict]) -> str:
+    """Markdown summary of a run, one row per epoch."""
+    headers = [
+        "epoch", "lr", "train loss", "valid loss", "train acc", "valid acc", "chance acc",
+        "train err", "valid err", "chance err", "train audio s/s",
+    ]
+    rows = []
+    for rec in records:
+        if "epoch" not in rec:
+            continue
+        tr, va = rec.get("train", {}), rec.get("valid", {})
+        rows.append([
+            rec["epoch"], rec.get("lr", ""), tr.get("loss", ""), va.get("loss", ""),
+            tr.get("pos_acc", ""), va.get("pos_acc", ""), va.get("chance_acc", tr.get("chance_acc", "")),
+            tr.get("pos_err", ""), va.get("pos_err", ""), va.get("chance_err", tr.get("chance_err", "")),
+            tr.get("audio_s_per_s", ""),
+        ])
+    return markdown_table(headers, rows)

@@ -1,0 +1,141 @@
+"""The measurement tools: train-log parsing and plots, the position-leak probe, the step bench."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechpos.bench import bench_pretrain_step, blind_position_error, measure_leak
+from speechpos.plots import normalize_rows, parse_log_line, read_train_log, series
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+LOG = """\
+epoch: 1, lr: 3.40e-04 - train loss: 5.48, train pos_acc: 7.70e-03, train pos_err: 82.52, train chance_acc: 4.60e-03, train chance_err: 77.69, train audio_s_per_s: 2.58e+02 - valid loss: 5.43, valid pos_acc: 7.80e-03, valid pos_err: 93.16, valid chance_acc: 4.70e-03, valid chance_err: 78.41
+epoch: 2, lr: 6.80e-04 - train loss: 5.39, train pos_acc: 8.00e-03, train pos_err: 84.64, train chance_acc: 4.60e-03, train chance_err: 77.69, train audio_s_per_s: 16.90 - valid loss: 5.39, valid pos_acc: 8.70e-03, valid pos_err: 87.13, valid chance_acc: 4.70e-03, valid chance_err: 78.41
+epoch: 3, lr: 1.02e-03 - train loss: 5.36, train pos_acc: 8.40e-03, train pos_err: 81.51, train chance_acc: 4.60e-03, train chance_err: 77.68, train audio_s_per_s: 2.49e+02 - valid loss: 5.39, valid pos_acc: 1.04e-02, valid pos_err: 80.55, valid chance_acc: 4.70e-03, valid chance_err: 78.41
+"""
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, n: int = 12) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train_log.txt").write_text(LOG)
+    rng = np.random.default_rng(0)
+    confusion = rng.integers(0, 5, size=(n, n)) + 20 * np.eye(n, dtype=np.int64)
+    confusion[-1] = 0  # a position never seen: drawn blank, not a division by zero
+    np.save(folder / "valid_confusion.npy", confusion)
+    return folder
+
+
+def test_train_log_parser_reads_every_field(tmp_path):
+    path = tmp_path / "train_log.txt"
+    # A resumed run appends: the repeated epoch's last line wins.
+    path.write_text(LOG + LOG.splitlines()[1].replace("loss: 5.39", "loss: 5.30", 1) + "\n\n")
+    records = read_train_log(path)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    first = records[0]
+    assert first["lr"] == pytest.approx(3.4e-4)
+    assert first["train"] == {
+        "loss": 5.48, "pos_acc": 7.7e-3, "pos_err": 82.52, "chance_acc": 4.6e-3,
+        "chance_err": 77.69, "audio_s_per_s": 258.0,
+    }
+    assert first["valid"]["pos_err"] == pytest.approx(93.16)
+    assert records[1]["train"]["loss"] == pytest.approx(5.30)
+    assert records[1]["train"]["audio_s_per_s"] == pytest.approx(16.9)
+    assert series(records, "valid", "pos_acc") == ([1, 2, 3], [7.8e-3, 8.7e-3, 1.04e-2])
+    assert parse_log_line("   ") is None
+
+
+def test_normalize_rows_sums_to_one_and_blanks_empty_rows():
+    probs = normalize_rows(np.array([[2, 2, 0], [0, 0, 0], [1, 0, 3]]))
+    assert np.allclose(probs[[0, 2]].sum(1), 1.0)
+    assert np.isnan(probs[1]).all()
+
+
+def test_plot_script_writes_both_pngs(tmp_path, capsys):
+    run = write_run(tmp_path / "run")
+    out = tmp_path / "plots"
+    assert load_tool("plot_pretraining").main(["--run", str(run), "--out", str(out), "--first", "8"]) == 0
+    for name in ("training_curves.png", "valid_confusion.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    table = capsys.readouterr().out
+    assert "| epoch |" in table and "| 3 |" in table
+
+
+def test_blind_error_is_below_uniform_chance():
+    # Uniform guess over 0..9 from position t: mean |t - u| = 3.3; median guess: 2.5.
+    assert blind_position_error([10]) == pytest.approx(2.5)
+
+
+TINY_LEAK = dict(steps=80, d_model=32, nhead=4, num_layers=2, kernel_size=7, min_len=8,
+                 max_len=16, batch=16, eval_batches=4, lr=3e-2, seed=0)
+
+
+def test_leak_probe_restores_the_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    measure_leak("transformer", steps=1, d_model=16, nhead=2, num_layers=1, batch=2,
+                 eval_batches=1, min_len=2, max_len=4)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_leak_probe_finds_the_conformer_convolution_leak():
+    leak = measure_leak("conformer", "on", inputs="constant", **TINY_LEAK)
+    assert leak["accuracy"] > 3 * leak["chance_accuracy"]
+    assert leak["position_error"] < 0.6 * leak["blind_position_error"]
+
+
+@pytest.mark.parametrize(
+    "kind, conv_mode, inputs",
+    [("transformer", "off", "gaussian"), ("transformer", "off", "constant"),
+     ("conformer", "shuffled", "constant")],
+)
+def test_leak_probe_unpositioned_encoders_sit_at_chance(kind, conv_mode, inputs):
+    r = measure_leak(kind, conv_mode, inputs=inputs, **TINY_LEAK)
+    assert abs(r["accuracy"] - r["chance_accuracy"]) < 0.03
+    assert r["position_error"] > 0.9 * r["blind_position_error"]
+
+
+def test_bench_quick_rows_have_positive_throughput():
+    rows = bench_pretrain_step(
+        kinds=("transformer", "conformer"), ratios=(1.0, 0.25), gathers=(True, False),
+        dtypes=("fp32",), num_layers=1, d_model=16, nhead=2, d_ffn=32, seconds=0.8, batch=2,
+        repeats=1, warmup=1,
+    )
+    assert len(rows) == 2 * 2 * 2
+    assert all(r["audio_s_per_s"] > 0 and r["step_ms"] > 0 for r in rows)
+    base = [r for r in rows if r["ratio"] == 1.0]
+    assert all(r["speedup"] == 1.0 for r in base)
+    gathered = {r["ratio"]: r["saved_mb"] for r in rows if r["kind"] == "transformer" and r["attention"] == "gathered"}
+    masked = {r["ratio"]: r["saved_mb"] for r in rows if r["kind"] == "transformer" and r["attention"] == "masked"}
+    # Gathering shrinks what attention keeps for backward; masking keeps all of it.
+    assert gathered[0.25] < gathered[1.0] and masked[0.25] == masked[1.0]
+
+
+@pytest.fixture
+def keep_threads():
+    """The tools set torch's thread count (a process-wide setting): restore it afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_script_quick_writes_markdown(tmp_path, capsys, keep_threads):
+    out = tmp_path / "bench.md"
+    tool = load_tool("bench_pretrain_step")
+    assert tool.main(["--quick", "--kinds", "transformer", "--dtypes", "fp32", "bf16", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| transformer | gathered | bf16 | 0.1 |" in text
+    assert text.count("\n| transformer |") == 16
+    assert "speed-up" in capsys.readouterr().out
