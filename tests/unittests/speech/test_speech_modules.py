@@ -155,3 +155,19 @@ def test_tokenizer_refuses_unknown_characters_and_round_trips(tmp_path):
     assert again.decode(again.encode("CAB A")) == "CAB A"
     with pytest.raises(TranscriptError, match=r"characters \['Z'\] are not in the tokenizer's set"):
         tok.encode("ZA")
+
+
+def test_sentencepiece_units_round_trip_with_blank_at_zero(tmp_path):
+    from speechpos.speech.ctc import SentencePieceTokenizer
+
+    csv = tmp_path / "train.csv"
+    words = ["AND THE LORD SPAKE UNTO MOSES", "IN THE BEGINNING GOD CREATED THE HEAVEN",
+             "A SMALL DOG RAN ACROSS THE ROAD", "THE LIGHT SHINETH IN DARKNESS"]
+    csv.write_text("ID,duration,wav,spk_id,wrd\n" + "".join(
+        f"u{i},1.0,x.flac,s,{w}\n" for i, w in enumerate(words * 5)))
+    tok = SentencePieceTokenizer(str(tmp_path / "sp"), 30, str(csv), model_type="unigram")
+    ids = tok.encode("THE LORD GOD")
+    assert min(ids) >= 1 and tok.blank_index == 0 and tok.vocab_list[0] == "<blank>"
+    assert tok.decode(ids) == "THE LORD GOD"
+    assert tok.decode([0, *ids, 0]) == "THE LORD GOD"
+    assert len(tok.vocab_list) == len(tok) == 31
