@@ -104,7 +104,7 @@ def build_speech_encoder(
     architecture from the same hparams keys.
 
     >>> enc = build_speech_encoder(num_layers=1, d_model=16, nhead=2, d_ffn=32, position_embedding=True)
-    >>> float(enc.position_embedding.weight.abs().sum())
+    >>> float(enc.position_embedding.weight.detach().abs().sum())
     0.0
     """
     from speechpos.speech.encoder import build_encoder
