@@ -45,6 +45,42 @@ def load_recipe_hparams(argv: list[str], script_file: str):
     return hparams_file, run_opts, overrides, hparams
 
 
+def start_experiment(argv: list[str], script_file: str):
+    """What every recipe does first: load the hparams (clear errors for bad keys), join the
+    DDP group when launched by torchrun, and create the experiment folder.
+    Returns (run_opts, hparams)."""
+    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, script_file)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    return run_opts, hparams
+
+
+def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
+    """Write the LibriSpeech CSV manifests named by the hparams (skipped when already done,
+    or when ``skip_prep`` is set)."""
+    if hparams["skip_prep"]:
+        return
+    from speechpos.data.librispeech import prepare_librispeech
+
+    if not os.path.isdir(hparams["data_folder"]):
+        raise FileNotFoundError(
+            f"data_folder {hparams['data_folder']} does not exist: point --data_folder at a "
+            "LibriSpeech folder, or make one with tools/make_corpus.py"
+        )
+    prepare_librispeech(
+        data_folder=hparams["data_folder"],
+        save_folder=hparams["prep_folder"],
+        tr_splits=hparams["train_splits"],
+        dev_splits=hparams["dev_splits"],
+        te_splits=list(test_splits),
+        low_label=low_label,
+    )
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input (files, configs, checkpoints), not a bug: the recipes
     print their message without a traceback."""

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechpos.position import sample_context_2d
+from speechpos.recipes import start_experiment
 from speechpos.vision.data import imagefolder_datasets
 from speechpos.vision.schedule import attach_scheduler
 from speechpos.vision.vit import attentive_weights
@@ -137,14 +137,7 @@ class PositionPretrainBrain(sb.core.Brain):
 
 def main(argv: list[str] | None = None) -> PositionPretrainBrain:
     """Run the recipe with command-line style arguments; returns the trained Brain."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:] if argv is None else argv)
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    run_opts, hparams = start_experiment(sys.argv[1:] if argv is None else argv, __file__)
     datasets = imagefolder_datasets(hparams)
     batch = hparams["train_loader_kwargs"]["batch_size"]
     attach_scheduler(hparams, len(datasets["train"]) // batch)

@@ -23,7 +23,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechpos.recipes import ConfigError, die, load_recipe_hparams, user_errors
+from speechpos.recipes import ConfigError, die, prepare_speech_data, start_experiment, user_errors
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.ctc import (
     CharTokenizer,
@@ -211,27 +211,6 @@ def dataio_prepare(hparams, tokenizer):
     return train, valid, tests
 
 
-def prepare_data(hparams):
-    """Write the CSV manifests (skipped when they already exist)."""
-    if hparams["skip_prep"]:
-        return
-    from librispeech_prepare import prepare_librispeech
-
-    if not os.path.isdir(hparams["data_folder"]):
-        raise FileNotFoundError(
-            f"data_folder {hparams['data_folder']} does not exist: point --data_folder at a "
-            "LibriSpeech folder, or make one with tools/make_corpus.py"
-        )
-    prepare_librispeech(
-        data_folder=hparams["data_folder"],
-        save_folder=hparams["prep_folder"],
-        tr_splits=hparams["train_splits"],
-        dev_splits=hparams["dev_splits"],
-        te_splits=hparams["test_splits"],
-        low_label=hparams["low_label"],
-    )
-
-
 def load_pretrained(hparams):
     """Load pretrain.py's encoder into this recipe's encoder (strictly; PE may be new)."""
     path = hparams["pretrained_encoder"]
@@ -243,14 +222,11 @@ def load_pretrained(hparams):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, __file__)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
+    run_opts, hparams = start_experiment(argv, __file__)
+    run_on_main(
+        prepare_speech_data,
+        kwargs={"hparams": hparams, "test_splits": hparams["test_splits"], "low_label": hparams["low_label"]},
     )
-    run_on_main(prepare_data, kwargs={"hparams": hparams})
     tokenizer = make_tokenizer(hparams)
     hparams["ctc_lin"] = hparams["ctc_lin_builder"](n_neurons=len(tokenizer))
     hparams["modules"]["ctc_lin"] = hparams["ctc_lin"]

@@ -26,7 +26,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechpos.position import PositionStats
-from speechpos.recipes import die, load_recipe_hparams, user_errors
+from speechpos.recipes import die, prepare_speech_data, start_experiment, user_errors
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.dataio import audio_dataset
 
@@ -124,36 +124,9 @@ def dataio_prepare(hparams):
     return train, valid
 
 
-def prepare_data(hparams):
-    """Write the CSV manifests (skipped when they already exist)."""
-    if hparams["skip_prep"]:
-        return
-    from librispeech_prepare import prepare_librispeech
-
-    data_folder = hparams["data_folder"]
-    if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
-            f"data_folder {data_folder} does not exist: point --data_folder at a LibriSpeech "
-            "folder, or make one with tools/make_corpus.py"
-        )
-    prepare_librispeech(
-        data_folder=data_folder,
-        save_folder=hparams["prep_folder"],
-        tr_splits=hparams["train_splits"],
-        dev_splits=hparams["dev_splits"],
-        te_splits=[],
-    )
-
-
 def main(argv):
-    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, __file__)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    run_on_main(prepare_data, kwargs={"hparams": hparams})
+    run_opts, hparams = start_experiment(argv, __file__)
+    run_on_main(prepare_speech_data, kwargs={"hparams": hparams})
     train, valid = dataio_prepare(hparams)
 
     brain = PositionPretrain(
