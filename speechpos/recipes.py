@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -31,6 +32,13 @@ def load_recipe_hparams(argv: list[str], script_file: str):
     raises a bare KeyError deep inside ruamel). Returns (hparams_file, run_opts, overrides, hparams).
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    # SpeechBrain 1.1.2 parses options whose default is None as strings; the step limit is an int.
+    limit = run_opts.get("optimizer_step_limit")
+    if isinstance(limit, str):
+        try:
+            run_opts = dataclasses.replace(run_opts, optimizer_step_limit=int(limit))
+        except ValueError as err:
+            raise ConfigError(f"--optimizer_step_limit must be an integer, got {limit!r}") from err
     hparams_file = resolve_hparams_path(hparams_file, script_file)
     with open(hparams_file, encoding="utf-8") as fin:
         text = fin.read()
@@ -79,6 +87,23 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
         te_splits=list(test_splits),
         low_label=low_label,
     )
+
+
+def train_loader_options(hparams, train_set) -> dict:
+    """``train_dataloader_opts``, or a SpeechBrain ``DynamicBatchSampler`` over ``duration``
+    when ``dynamic_batching`` is set (batches of ``max_batch_length_train`` seconds)."""
+    if not hparams.get("dynamic_batching"):
+        return hparams["train_dataloader_opts"]
+    sampler = sb.dataio.sampler.DynamicBatchSampler(
+        train_set,
+        max_batch_length=hparams["max_batch_length_train"],
+        num_buckets=hparams["num_buckets"],
+        length_func=lambda x: x["duration"],
+        shuffle=True,
+        batch_ordering="random",
+        max_batch_ex=hparams["max_batch_ex"],
+    )
+    return {"batch_sampler": sampler, "num_workers": hparams["num_workers"]}
 
 
 def user_errors() -> tuple[type[Exception], ...]:

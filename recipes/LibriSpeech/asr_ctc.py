@@ -7,6 +7,8 @@ Usage (from this folder, or with the paths from the repository root)::
     python asr_ctc.py hparams/ctc.yaml --pretrained_encoder=results/pp/transformer/1234/encoder.ckpt
     python asr_ctc.py hparams/ctc.yaml --position_embedding=False      # no position at all
     python asr_ctc.py hparams/ctc.yaml --train_csv=<prep>/train-1h.csv   # low-label training
+    python asr_ctc.py hparams/ctc.yaml --optimizer_step_limit=2000 --number_of_epochs=1000 \
+        --train_samples_per_epoch=800        # a fixed number of steps, validated every 100 steps
 
 Zero-initialised position embeddings are added at fine-tune time (the pretrained function is
 unchanged at step 0). Each test split gets ``wer_<split>.txt`` (SpeechBrain's ErrorRateStats,
@@ -21,6 +23,7 @@ import sys
 import jiwer
 import speechbrain as sb
 import torch
+from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechpos.recipes import ConfigError, die, prepare_speech_data, start_experiment, user_errors
@@ -120,12 +123,15 @@ class CTCFineTune(sb.Brain):
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
-            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+            self.checkpointer.save_and_keep_only(
+                meta={"WER": stats["WER"], "CER": stats["CER"]}, min_keys=[self.hparams.select_on]
+            )
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
                 stats_meta={
                     "split": self.test_split,
                     "epochs trained": self.hparams.epoch_counter.current,
+                    "optimizer steps": self.optimizer_step,
                 },
                 test_stats=stats,
             )
@@ -154,6 +160,7 @@ class CTCFineTune(sb.Brain):
             "jiwer_WER": round(jiwer_wer, 2),
             "decoding": self.hparams.decoding,
             "utterances": len(refs),
+            "selected_on": self.hparams.select_on,
         }
         with open(path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
@@ -221,8 +228,21 @@ def load_pretrained(hparams):
         set_convolution_mode(hparams["encoder"], "on", zero_init=True)
 
 
+def train_loader_kwargs(hparams, train):
+    """With ``train_samples_per_epoch``, an "epoch" is that many utterances drawn with
+    replacement (small label budgets then validate every N utterances, not every few steps)."""
+    if not hparams["train_samples_per_epoch"]:
+        return hparams["train_dataloader_opts"]
+    sampler = ReproducibleRandomSampler(
+        train, seed=hparams["seed"], replacement=True, num_samples=hparams["train_samples_per_epoch"]
+    )
+    return {**hparams["train_dataloader_opts"], "sampler": sampler}
+
+
 def main(argv):
     run_opts, hparams = start_experiment(argv, __file__)
+    if hparams["select_on"] not in ("WER", "CER"):
+        raise ConfigError(f"select_on must be 'WER' or 'CER', got {hparams['select_on']!r}")
     run_on_main(
         prepare_speech_data,
         kwargs={"hparams": hparams, "test_splits": hparams["test_splits"], "low_label": hparams["low_label"]},
@@ -245,16 +265,18 @@ def main(argv):
     if not brain.checkpointer.find_checkpoints():
         load_pretrained(hparams)
 
+    loader_kwargs = train_loader_kwargs(hparams, train)
+    brain.train_sampler = loader_kwargs.get("sampler")  # so Brain calls set_epoch on it
     brain.fit(
         brain.hparams.epoch_counter,
         train,
         valid,
-        train_loader_kwargs=hparams["train_dataloader_opts"],
+        train_loader_kwargs=loader_kwargs,
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     for name, test_set in tests.items():
         brain.test_split = name
-        brain.evaluate(test_set, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+        brain.evaluate(test_set, min_key=hparams["select_on"], test_loader_kwargs=hparams["test_dataloader_opts"])
 
 
 if __name__ == "__main__":

@@ -12,13 +12,16 @@ Usage (from this folder, or with the paths from the repository root)::
     torchrun --nproc_per_node=2 pretrain.py hparams/pp.yaml    # DDP (gloo on CPU)
 
 The output folder holds ``encoder.ckpt`` (the encoder's weights, loaded by asr_ctc.py),
-``train_log.txt``, ``valid_confusion.npy`` and the checkpoints to resume from.
+``train_log.txt``, ``valid_confusion.npy``, ``pretrain_summary.json`` (training time,
+throughput, peak memory, FLOPs) and the checkpoints to resume from. ``--max_train_seconds=600``
+stops training after 10 min of training time (validation excluded), as the benchmark does to
+compare pretrainers at equal time; ``--snapshot_seconds=[300]`` also keeps the encoder as it was
+after 5 min.
 """
 
 import logging
 import os
 import sys
-import time
 
 import numpy as np
 import speechbrain as sb
@@ -26,14 +29,17 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechpos.position import PositionStats
-from speechpos.recipes import die, prepare_speech_data, start_experiment, user_errors
+from speechpos.recipes import (
+    die, prepare_speech_data, start_experiment, train_loader_options, user_errors,
+)
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.dataio import audio_dataset
+from speechpos.speech.pretraining import PretrainingBrain
 
 logger = logging.getLogger(__name__)
 
 
-class PositionPretrain(sb.Brain):
+class PositionPretrain(PretrainingBrain):
     """MP3 pretraining: loss, position accuracy and position error per epoch."""
 
     def compute_forward(self, batch, stage):
@@ -43,7 +49,6 @@ class PositionPretrain(sb.Brain):
         feats = self.modules.normalize(feats, wav_lens)
         generator = self.valid_generator if stage != sb.Stage.TRAIN else None
         logits, lengths, context = self.modules.model(feats, wav_lens, generator)
-        self.audio_seconds += float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
         return logits, lengths, context
 
     def compute_objectives(self, predictions, batch, stage):
@@ -53,19 +58,15 @@ class PositionPretrain(sb.Brain):
         self.position_stats.append(logits.detach(), lengths, mask)
         return loss
 
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, per epoch (sets the smoothing width)."""
-        total = self.hparams.number_of_epochs
-        return (self.hparams.epoch_counter.current - 1) / max(total - 1, 1)
-
     def on_stage_start(self, stage, epoch=None):
+        super().on_stage_start(stage, epoch)
         self.position_stats = PositionStats(keep_pairs=self.hparams.confusion_pairs)
         self.valid_generator = torch.Generator().manual_seed(self.hparams.seed)
-        self.audio_seconds = 0.0
-        self.stage_start = time.time()
+        self.stage_audio = self.clock.audio_seconds
+        self.stage_time = self.clock.train_seconds
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        super().on_stage_end(stage, stage_loss, epoch)
         self.position_stats.all_reduce()
         s = self.position_stats.summarize()
         stats = {
@@ -76,8 +77,8 @@ class PositionPretrain(sb.Brain):
             "chance_err": round(s["chance_position_error"], 3),
         }
         if stage == sb.Stage.TRAIN:
-            elapsed = max(time.time() - self.stage_start, 1e-9)
-            stats["audio_s_per_s"] = round(self.audio_seconds / elapsed, 1)
+            elapsed = max(self.clock.train_seconds - self.stage_time, 1e-9)
+            stats["audio_s_per_s"] = round((self.clock.audio_seconds - self.stage_audio) / elapsed, 1)
             self.train_stats = stats
             return
         if stage == sb.Stage.VALID:
@@ -88,23 +89,12 @@ class PositionPretrain(sb.Brain):
                 valid_stats=stats,
             )
             self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
+            self.export()
             if if_main_process():
-                self.export(epoch)
-
-    def export(self, epoch):
-        """Write the encoder for asr_ctc.py, and the validation confusion for the plots."""
-        out = self.hparams.output_folder
-        encoder = self.hparams.model.encoder
-        torch.save(encoder.state_dict(), os.path.join(out, "encoder.ckpt"))
-        torch.save(self.modules.normalize.state_dict(), os.path.join(out, "normalize.ckpt"))
-        np.save(
-            os.path.join(out, "valid_confusion.npy"),
-            self.position_stats.confusion(self.hparams.confusion_positions),
-        )
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if should_step and hasattr(self.hparams, "lr_annealing"):
-            self.hparams.lr_annealing(self.optimizer)
+                np.save(
+                    os.path.join(self.hparams.output_folder, "valid_confusion.npy"),
+                    self.position_stats.confusion(self.hparams.confusion_positions),
+                )
 
 
 def dataio_prepare(hparams):
@@ -136,23 +126,11 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    train_loader_kwargs = hparams["train_dataloader_opts"]
-    if hparams["dynamic_batching"]:
-        sampler = sb.dataio.sampler.DynamicBatchSampler(
-            train,
-            max_batch_length=hparams["max_batch_length_train"],
-            num_buckets=hparams["num_buckets"],
-            length_func=lambda x: x["duration"],
-            shuffle=True,
-            batch_ordering="random",
-            max_batch_ex=hparams["max_batch_ex"],
-        )
-        train_loader_kwargs = {"batch_sampler": sampler, "num_workers": hparams["num_workers"]}
     brain.fit(
         brain.hparams.epoch_counter,
         train,
         valid,
-        train_loader_kwargs=train_loader_kwargs,
+        train_loader_kwargs=train_loader_options(hparams, train),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
 

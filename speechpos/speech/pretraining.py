@@ -1,0 +1,211 @@
+"""What the pretraining recipes (position prediction, BEST-RQ) share: a training clock with an
+optional wall-time budget, throughput / peak-memory / FLOP accounting, and encoder exports.
+
+Comparing pretrainers fairly means giving them the same *training* wall time (validation
+excluded) and reading their throughput the same way; :class:`TrainingClock` keeps that
+account (and is checkpointed, so a resumed run keeps its budget), and :class:`PretrainingBrain`
+stops training when the budget is spent, writes ``encoder.ckpt`` after every validation,
+``encoder_at_<N>s.ckpt`` snapshots at chosen training times, and ``pretrain_summary.json``.
+
+Example
+-------
+>>> clock = TrainingClock(budget_seconds=60, snapshot_seconds=[30, 60])
+>>> clock.train_seconds = 31.0
+>>> clock.exhausted(), clock.due_snapshots()
+(False, [30.0])
+>>> clock.train_seconds = 61.0
+>>> clock.exhausted(), clock.due_snapshots()
+(True, [60.0])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import time
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import if_main_process
+from torch.utils.flop_counter import FlopCounterMode
+
+logger = logging.getLogger(__name__)
+
+
+@register_checkpoint_hooks
+class TrainingClock:
+    """Seconds spent in the training stage, audio seconds seen, and optimizer steps.
+
+    Arguments
+    ---------
+    budget_seconds : float, optional
+        Stop training once this much training time is spent (None: no budget).
+    snapshot_seconds : list of float
+        Training times at which to export the encoder (for quality-vs-time curves).
+    """
+
+    def __init__(self, budget_seconds: float | None = None, snapshot_seconds=()):
+        if budget_seconds is not None and budget_seconds <= 0:
+            raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
+        self.budget_seconds = budget_seconds
+        self.snapshot_seconds = sorted(float(s) for s in (snapshot_seconds or []))
+        self.train_seconds = 0.0
+        self.audio_seconds = 0.0
+        self.steps = 0
+        self.snapshots_taken: list[float] = []
+        self._started: float | None = None
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def pause(self) -> None:
+        if self._started is not None:
+            self.train_seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def tick(self) -> None:
+        """Fold the running interval into ``train_seconds`` (called after every step)."""
+        if self._started is not None:
+            now = time.perf_counter()
+            self.train_seconds += now - self._started
+            self._started = now
+
+    def exhausted(self) -> bool:
+        return self.budget_seconds is not None and self.train_seconds >= self.budget_seconds
+
+    def due_snapshots(self) -> list[float]:
+        """Snapshot times reached and not yet taken (marks them as taken)."""
+        due = [
+            s for s in self.snapshot_seconds
+            if s <= self.train_seconds and s not in self.snapshots_taken
+        ]
+        self.snapshots_taken.extend(due)
+        return due
+
+    def fraction(self) -> float | None:
+        """Fraction of the budget spent (None without a budget)."""
+        if self.budget_seconds is None:
+            return None
+        return min(self.train_seconds / self.budget_seconds, 1.0)
+
+    @mark_as_saver
+    def _save(self, path):
+        state = {k: getattr(self, k) for k in ("train_seconds", "audio_seconds", "steps", "snapshots_taken")}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        with open(path, encoding="utf-8") as f:
+            for key, value in json.load(f).items():
+                setattr(self, key, value)
+
+
+def peak_memory_mib(device: str | torch.device = "cpu") -> float:
+    """Peak resident memory of this process (CPU), or peak allocated CUDA memory, in MiB."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class PretrainingBrain(sb.Brain):
+    """Base of the pretraining Brains: the hparams must hold ``encoder``, ``normalize``,
+    ``sample_rate``, ``output_folder``, ``training_clock`` (a :class:`TrainingClock`,
+    also a checkpointer recoverable) and optionally ``lr_annealing``.
+
+    Subclasses call ``super().on_stage_start`` / ``super().on_stage_end`` and, after each
+    validation, :meth:`export`.
+    """
+
+    flops_per_audio_second: float | None = None
+
+    @property
+    def clock(self) -> TrainingClock:
+        return self.hparams.training_clock
+
+    def fit_batch(self, batch):
+        wavs, wav_lens = batch.sig
+        self.clock.audio_seconds += float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
+        if self.flops_per_audio_second is not None:
+            return super().fit_batch(batch)
+        # The first step is counted (forward + backward); later steps run uncounted.
+        with FlopCounterMode(display=False) as counter:
+            loss = super().fit_batch(batch)
+        seconds = float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
+        self.flops_per_audio_second = counter.get_total_flops() / max(seconds, 1e-9)
+        return loss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step and hasattr(self.hparams, "lr_annealing"):
+            self.hparams.lr_annealing(self.optimizer)
+        self.clock.tick()
+        if should_step:
+            self.clock.steps += 1
+        for seconds in self.clock.due_snapshots():
+            self.save_encoder(f"encoder_at_{seconds:g}s.ckpt")
+        if self._budget_spent():
+            # Brain stops at the next batch, validates and leaves fit() once this is reached.
+            self.optimizer_step_limit = self.optimizer_step
+
+    def _budget_spent(self) -> bool:
+        spent = self.clock.exhausted()
+        if sb.utils.distributed.is_distributed_initialized():
+            flag = [spent]
+            torch.distributed.broadcast_object_list(flag, src=0)  # rank 0's clock decides
+            spent = flag[0]
+        return spent
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.clock.start()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.clock.pause()
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done: of the time budget if there is one, else of the epochs."""
+        fraction = self.clock.fraction()
+        if fraction is not None:
+            return fraction
+        total = self.hparams.number_of_epochs
+        return (self.hparams.epoch_counter.current - 1) / max(total - 1, 1)
+
+    def save_encoder(self, name: str) -> None:
+        if if_main_process():
+            torch.save(self.hparams.encoder.state_dict(), os.path.join(self.hparams.output_folder, name))
+
+    def export(self) -> None:
+        """``encoder.ckpt`` for asr_ctc.py and ``pretrain_summary.json`` with the measurements."""
+        self.save_encoder("encoder.ckpt")
+        if if_main_process():
+            with open(os.path.join(self.hparams.output_folder, "pretrain_summary.json"), "w") as f:
+                json.dump(self.summary(), f, indent=1)
+
+    def summary(self) -> dict:
+        clock = self.clock
+        rate = clock.audio_seconds / max(clock.train_seconds, 1e-9)
+        flops = self.flops_per_audio_second
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return {
+            "train_seconds": round(clock.train_seconds, 2),
+            "budget_seconds": clock.budget_seconds,
+            "optimizer_steps": clock.steps,
+            "audio_hours": round(clock.audio_seconds / 3600, 4),
+            "audio_s_per_s": round(rate, 2),
+            "flops_per_audio_second": flops,
+            "achieved_gflop_per_s": None if flops is None else round(flops * rate / 1e9, 3),
+            "peak_memory_mib": round(peak_memory_mib(self.device), 1),
+            "peak_memory_kind": "cuda allocated" if str(self.device).startswith("cuda") else "process RSS",
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "world_size": world,
+            "precision": self.precision,
+            "machine": platform.machine(),
+            "snapshots": [f"encoder_at_{s:g}s.ckpt" for s in clock.snapshots_taken],
+        }
