@@ -30,7 +30,11 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechpos.position import PositionStats
 from speechpos.recipes import (
-    die, prepare_speech_data, start_experiment, train_loader_options, user_errors,
+    die,
+    prepare_speech_data,
+    start_experiment,
+    train_loader_options,
+    user_errors,
 )
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.dataio import audio_dataset

@@ -25,7 +25,11 @@ import torch
 from speechbrain.utils.distributed import run_on_main
 
 from speechpos.recipes import (
-    die, prepare_speech_data, start_experiment, train_loader_options, user_errors,
+    die,
+    prepare_speech_data,
+    start_experiment,
+    train_loader_options,
+    user_errors,
 )
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.dataio import audio_dataset
