@@ -365,3 +365,26 @@ def bench_table_rows(rows: list[dict]) -> list[list]:
          round(r["saved_mb"], 1)]
         for r in rows
     ]
+
+
+def matmul_ceiling(size: int = 1024, dtype: str = "fp32", repeats: int = 20, warmup: int = 3,
+                   device: str = "cpu") -> float:
+    """Best GFLOP/s of a (size x size) @ (size x size) matmul: the machine's dense-compute
+    ceiling at the current torch thread count, against which training throughput is read.
+
+    >>> matmul_ceiling(size=64, repeats=2, warmup=1) > 0
+    True
+    """
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a = torch.randn(size, size, device=device, dtype=torch_dtype)
+    b = torch.randn(size, size, device=device, dtype=torch_dtype)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    best = float("inf")
+    for i in range(warmup + repeats):
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        if i >= warmup:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9

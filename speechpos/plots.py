@@ -257,3 +257,40 @@ def epoch_table(records: list[dict]) -> str:
             tr.get("audio_s_per_s", ""),
         ])
     return markdown_table(headers, rows)
+
+
+def plot_quality_vs_time(points: dict[str, list[tuple[float, float, float]]], path: str | Path,
+                         title: str | None = None) -> Path:
+    """WER and CER against pretraining time, one line per pretrainer.
+
+    ``points`` maps a method name to (pretraining seconds, WER, CER) triples; a method with a
+    single point at 0 s (from scratch) is drawn as a horizontal reference line.
+
+    >>> import tempfile
+    >>> p = plot_quality_vs_time({"scratch": [(0, 99.0, 60.0)], "MP3": [(60, 98.0, 55.0)]},
+    ...                          tempfile.mkdtemp() + "/q.png")
+    >>> p.stat().st_size > 0
+    True
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0))
+    longest = max((t for pts in points.values() for t, _, _ in pts), default=1.0) or 1.0
+    for ax, column, label in ((axes[0], 1, "WER (%)"), (axes[1], 2, "CER (%)")):
+        for name, pts in points.items():
+            pts = sorted(pts)
+            if len(pts) == 1 and pts[0][0] == 0:
+                ax.axhline(pts[0][column], ls="--", color="gray", label=name)
+                continue
+            ax.plot([p[0] / 60 for p in pts], [p[column] for p in pts], "o-", label=name)
+        ax.set_xlim(0, longest / 60 * 1.05)
+        ax.set_xlabel("pretraining time (min)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -174,7 +174,7 @@ def make_tokenizer(hparams):
     """Characters (default) or sentencepiece units, built from the training transcripts."""
     if hparams["token_type"] == "char":
         ds = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["train_csv"])
-        texts = [row["wrd"] for row in ds.data.values()]
+        texts = [row["wrd"] for row in ds.data.values()] + [hparams["characters"]]
         return CharTokenizer.load_or_create(
             os.path.join(hparams["save_folder"], "tokenizer.txt"), texts
         )
