@@ -13,7 +13,8 @@ zero-pads at the utterance edges).
 
 :func:`bench_pretrain_step` -- audio-seconds per second of one MP3 pretraining step
 (forward + backward of patch embedding, encoder, head and loss, then an AdamW step) for
-several context ratios, gathered vs masked keys/values, encoder kinds and precisions.
+several context ratios, gathered vs masked keys/values, encoder kinds and precisions, with
+the FLOPs of the step (``torch.utils.flop_counter``) read against :func:`matmul_ceiling`.
 
 Example
 -------
@@ -35,6 +36,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from speechpos.position.context import ContextSampler, sample_context, valid_mask
 from speechpos.position.head import PositionHead
@@ -316,17 +318,19 @@ def _bench_rows(
                     loss.backward()
                     opt.step()
 
-                saved_mb = {}
+                saved_mb, flops = {}, {}
                 for ratio in ratios:
                     for i in range(warmup):
                         if i == 0:
                             meter = SavedTensorBytes(model.parameters())
-                            step(ratio, meter)
+                            with FlopCounterMode(display=False) as counter:
+                                step(ratio, meter)
                             saved_mb[ratio] = meter.bytes / 2**20
+                            flops[ratio] = counter.get_total_flops()
                         else:
                             step(ratio)
                     if warmup == 0:
-                        saved_mb[ratio] = float("nan")
+                        saved_mb[ratio] = flops[ratio] = float("nan")
                 times = {ratio: [] for ratio in ratios}
                 for _ in range(repeats):
                     for ratio in ratios:
@@ -345,6 +349,7 @@ def _bench_rows(
                         "step_ms_min": 1000 * min(times[ratio]),
                         "audio_s_per_s": audio_s / med,
                         "saved_mb": saved_mb[ratio],
+                        "gflop_per_s": flops[ratio] / med / 1e9,
                         "speedup": base / med,
                         "tokens": tokens,
                     })
@@ -353,16 +358,20 @@ def _bench_rows(
 
 BENCH_HEADERS = (
     "kind", "attention", "dtype", "context ratio", "step ms (median)", "step ms (min)",
-    "audio s / s", "speed-up vs ratio 1.0", "saved activations MB",
+    "audio s / s", "speed-up vs ratio 1.0", "saved activations MB", "GFLOP/s",
+    "% of matmul ceiling",
 )
 
 
-def bench_table_rows(rows: list[dict]) -> list[list]:
-    """Rows of :func:`bench_pretrain_step` as cells under :data:`BENCH_HEADERS`."""
+def bench_table_rows(rows: list[dict], ceilings: dict[str, float] | None = None) -> list[list]:
+    """Rows of :func:`bench_pretrain_step` as cells under :data:`BENCH_HEADERS`; ``ceilings``
+    maps a dtype to the machine's :func:`matmul_ceiling` in GFLOP/s."""
+    ceilings = ceilings or {}
     return [
         [r["kind"], r["attention"], r["dtype"], r["ratio"], round(r["step_ms"], 1),
          round(r["step_ms_min"], 1), round(r["audio_s_per_s"], 1), f"{r['speedup']:.2f}x",
-         round(r["saved_mb"], 1)]
+         round(r["saved_mb"], 1), round(r["gflop_per_s"], 2),
+         round(100 * r["gflop_per_s"] / ceilings[r["dtype"]], 1) if r["dtype"] in ceilings else ""]
         for r in rows
     ]
 

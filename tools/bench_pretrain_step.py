@@ -10,8 +10,10 @@ masked (the (T x T) reference) x transformer vs conformer (convolution off) x fp
 Per (kind, attention, precision) one model is built; after warm-up, ``--repeats`` rounds
 each time one step of every ratio in turn (interleaved, so load changes hit all ratios
 alike); the table gives the median and minimum step time, the throughput of the median, the
-speed-up over ratio 1.0 of the same variant, and the activation memory autograd saves for
-backward (distinct tensor storages, parameters excluded; measured on the first warm-up step).
+speed-up over ratio 1.0 of the same variant, the activation memory autograd saves for
+backward (distinct tensor storages, parameters excluded; measured on the first warm-up step),
+and the GFLOP/s reached with the fraction of the machine's matmul ceiling (the best
+1024 x 1024 matmul at the same thread count and precision).
 The machine may be shared: compare rows of one run, not runs of different times.
 
 Usage::
@@ -37,7 +39,9 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from speechpos.bench import BENCH_HEADERS, bench_pretrain_step, bench_table_rows  # noqa: E402
+from speechpos.bench import (  # noqa: E402
+    BENCH_HEADERS, bench_pretrain_step, bench_table_rows, matmul_ceiling,
+)
 from speechpos.plots import markdown_table  # noqa: E402
 
 QUICK = {"layers": 2, "d_model": 32, "heads": 4, "ffn": 64, "seconds": 2.0, "batch": 2,
@@ -91,6 +95,7 @@ def main(argv=None) -> int:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     tokens = rows[0]["tokens"]
+    ceilings = {dtype: matmul_ceiling(dtype=dtype) for dtype in args.dtypes}
     setup = (
         f"d_model {args.d_model}, {args.layers} layers, {args.heads} heads, d_ffn {d_ffn}, "
         f"null key {not args.no_null_key}; batch {args.batch} x {args.seconds:g} s = {tokens} tokens "
@@ -98,9 +103,12 @@ def main(argv=None) -> int:
         f"{args.warmup} warm-up; {torch.get_num_threads()} torch thread(s), torch "
         f"{torch.__version__}, {platform.machine()}; whole run {elapsed:.0f} s, process max RSS "
         f"{rss_after / 1024:.0f} MiB (+{(rss_after - rss_before) / 1024:.0f} MiB during the "
-        "benchmark). 'saved activations' = bytes autograd holds for backward after the forward."
+        "benchmark). 'saved activations' = bytes autograd holds for backward after the forward; "
+        "matmul ceiling (best 1024x1024 matmul) "
+        + ", ".join(f"{d} {c:.0f} GFLOP/s" for d, c in ceilings.items())
+        + "; GFLOP/s = FLOPs of the step (torch.utils.flop_counter) / median step time."
     )
-    table = markdown_table(list(BENCH_HEADERS), bench_table_rows(rows))
+    table = markdown_table(list(BENCH_HEADERS), bench_table_rows(rows, ceilings))
     print(setup + "\n")
     print(table)
     if args.out:

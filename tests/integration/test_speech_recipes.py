@@ -198,3 +198,75 @@ def test_ddp_two_processes_on_cpu(tiny_librispeech, pretrain_run, tmp_path):
     single = log_stats(pretrain_run / "train_log.txt")[0]
     assert stats[0]["train chance_acc"] == pytest.approx(single["train chance_acc"], rel=1e-3)
     assert (out / "encoder.ckpt").is_file()
+
+
+# ------------------------------------------------------------------ BEST-RQ, budgets, fixed steps
+
+
+@pytest.fixture(scope="module")
+def bestrq_run(tiny_librispeech, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bestrq") / "run"
+    run_recipe(
+        "pretrain_bestrq.py", "hparams/bestrq.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=8", "--codebook_size=64", *TINY_MODEL,
+    )
+    return out
+
+
+def test_bestrq_loss_falls_and_code_accuracy_rises(bestrq_run):
+    stats = log_stats(bestrq_run / "train_log.txt")
+    assert [s["epoch"] for s in stats] == list(range(1, 9))
+    first, last = stats[0], stats[-1]
+    assert last["train loss"] < 0.9 * first["train loss"]
+    assert last["train code_acc"] > max(first["train code_acc"], 2 / 64)  # chance: 1 / codebook
+    import json
+
+    summary = json.loads((bestrq_run / "pretrain_summary.json").read_text())
+    assert summary["audio_s_per_s"] > 0 and summary["flops_per_audio_second"] > 0
+    assert summary["peak_memory_mib"] > 0 and summary["budget_seconds"] is None
+
+
+def test_ctc_runs_a_fixed_step_count_from_the_bestrq_encoder(bestrq_run, tiny_librispeech, tmp_path):
+    """The BEST-RQ encoder loads with its position embedding; --optimizer_step_limit stops
+    training after exactly that many steps however small an epoch is."""
+    out = tmp_path / "ctc"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=1000", "--optimizer_step_limit=5",
+        "--train_samples_per_epoch=8", "--select_on=CER", "--speed_perturb=False",
+        f"--pretrained_encoder={bestrq_run / 'encoder.ckpt'}", *TINY_MODEL,
+    )
+    log = (out / "train_log.txt").read_text()
+    assert "epochs trained: 3, optimizer steps: 5" in log  # 2 steps of 4 utterances per epoch
+    assert "kept initial values of []" in (out / "log.txt").read_text()  # PE loaded too
+    import json
+
+    assert json.loads((out / "results.json").read_text())["test-clean"]["selected_on"] == "CER"
+
+
+def test_pretraining_stops_at_its_time_budget_and_keeps_snapshots(tiny_librispeech, tmp_path):
+    import json
+
+    out = tmp_path / "budget"
+    run_recipe(
+        "pretrain.py", "hparams/pp.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=100000", "--max_train_seconds=2",
+        "--snapshot_seconds=[1]", *TINY_MODEL,
+    )
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert 2.0 <= summary["train_seconds"] < 4.0  # stops within a step or two of the budget
+    assert summary["snapshots"] == ["encoder_at_1s.ckpt"]
+    assert (out / "encoder_at_1s.ckpt").is_file() and (out / "encoder.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--optimizer_step_limit=abc", "--optimizer_step_limit must be an integer, got 'abc'"),
+        ("--select_on=PER", "select_on must be 'WER' or 'CER', got 'PER'"),
+    ],
+)
+def test_ctc_refuses_bad_step_limit_and_selection_key(override, message, tmp_path):
+    proc = run_recipe("asr_ctc.py", "hparams/ctc.yaml", f"--output_folder={tmp_path}", override, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,103 @@
+"""BEST-RQ model on the speech encoder, and the pretraining clock (budget, snapshots, resume)."""
+
+import pytest
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+
+from speechpos.speech.bestrq import BestRQModel
+from speechpos.speech.model import build_speech_encoder
+from speechpos.speech.pretraining import TrainingClock
+
+SMALL = dict(num_layers=1, d_model=16, nhead=2, d_ffn=32, dropout=0.0)
+
+
+def bestrq(**kw):
+    torch.manual_seed(0)
+    enc = build_speech_encoder(position_embedding=True, **SMALL)
+    return BestRQModel(enc, n_mels=80, patch_frames=4, d_model=16, codebook_size=64, **kw)
+
+
+def test_targets_are_codes_of_the_clean_patches_and_masks_stay_in_the_shortest_utterance():
+    model = bestrq(mask_prob=0.15)
+    feats = torch.randn(3, 400, 80)  # 100 patches
+    rel = torch.tensor([1.0, 0.5, 0.3])  # shortest: 120 frames = 30 patches
+    seen = []
+    # Spy on the encoder input: masked frames must be noise, and only inside 120 frames.
+    orig = model.encoder.forward
+
+    def spy(noisy, lengths, *a, **k):
+        seen.append(noisy.detach().clone())
+        return orig(noisy, lengths, *a, **k)
+
+    model.encoder.forward = spy
+    logits, targets = model(feats, rel)
+    changed = (seen[0] != feats).any(-1)  # (B, F): frames replaced by noise
+    assert changed.any()
+    assert not changed[:, 120:].any()
+    assert torch.equal(changed[0], changed[1]) and torch.equal(changed[0], changed[2])  # one mask per batch
+    frames = changed[0].nonzero().flatten()
+    assert torch.equal(frames % 4 == 0, torch.isin(frames, frames[::4]))  # whole patches
+    patches = frames[::4] // 4
+    clean = feats.reshape(3, 100, 320)[:, patches]
+    assert torch.equal(targets, model.quantizer(clean).reshape(-1))
+    assert logits.shape == (3 * len(patches), 64)
+
+
+def test_bestrq_learns_the_codes_of_a_fixed_input_set():
+    model = bestrq(mask_prob=0.3)
+    feats = torch.randn(4, 160, 80)
+    rel = torch.ones(4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        logits, targets = model(feats, rel)
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    chance = torch.log(torch.tensor(64.0)).item()  # uniform guess over the codebook
+    assert sum(losses[:10]) / 10 > 0.95 * chance
+    assert sum(losses[-10:]) / 10 < 0.8 * chance
+
+
+def test_bestrq_refuses_unpositioned_encoder_and_too_short_utterances():
+    enc = build_speech_encoder(position_embedding=False, **SMALL)
+    with pytest.raises(ValueError, match="BEST-RQ needs an encoder with a position embedding"):
+        BestRQModel(enc, d_model=16, codebook_size=8)
+    model = bestrq(mask_patches=5)  # spans of 20 frames
+    with pytest.raises(ValueError, match="utterance of 16 frames is shorter than one masked span of 20 frames"):
+        model(torch.randn(2, 80, 80), torch.tensor([1.0, 0.2]))
+
+
+def test_clock_counts_only_running_time_and_stops_at_its_budget():
+    clock = TrainingClock(budget_seconds=0.05)
+    clock.start()
+    assert not clock.exhausted()
+    clock.pause()
+    before = clock.train_seconds
+    import time
+
+    time.sleep(0.06)  # paused (validation): not counted
+    clock.tick()
+    assert clock.train_seconds == before
+    clock.start()
+    time.sleep(0.06)
+    clock.tick()
+    assert clock.exhausted() and clock.fraction() == 1.0
+
+
+def test_clock_is_restored_by_the_checkpointer(tmp_path):
+    clock = TrainingClock(budget_seconds=100, snapshot_seconds=[10, 50])
+    clock.train_seconds, clock.audio_seconds, clock.steps = 20.0, 300.0, 7
+    assert clock.due_snapshots() == [10.0]
+    Checkpointer(tmp_path, {"clock": clock}).save_checkpoint()
+    fresh = TrainingClock(budget_seconds=100, snapshot_seconds=[10, 50])
+    Checkpointer(tmp_path, {"clock": fresh}).recover_if_possible()
+    assert (fresh.train_seconds, fresh.audio_seconds, fresh.steps) == (20.0, 300.0, 7)
+    assert fresh.due_snapshots() == []  # the 10 s snapshot was taken before the restart
+
+
+def test_clock_refuses_a_non_positive_budget():
+    with pytest.raises(ValueError, match="budget_seconds must be positive, got 0"):
+        TrainingClock(budget_seconds=0)
