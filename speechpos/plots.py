@@ -126,6 +126,18 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, title: str | None = None) -> Path:
+    """Title, tight layout, PNG at 120 dpi; closes the figure."""
+    plt = _pyplot()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 # (panel title, stat key, chance key or None, y label)
 CURVE_PANELS = (
     ("loss", "loss", None, "cross-entropy"),
@@ -155,13 +167,7 @@ def plot_training_curves(records: list[dict], path: str | Path, title: str | Non
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_confusion(
@@ -213,11 +219,7 @@ def plot_confusion(
     acc = float(np.trace(matrix[:n, :n])) / total if total else math.nan
     ax.set_title(title or f"valid positions 0-{n - 1}: accuracy {acc:.3f}, {total} tokens", fontsize=10)
     fig.colorbar(im, ax=ax, label="P(predicted | true), row-normalised")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -287,10 +289,4 @@ def plot_quality_vs_time(points: dict[str, list[tuple[float, float, float]]], pa
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)

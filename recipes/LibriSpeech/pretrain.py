@@ -66,8 +66,6 @@ class PositionPretrain(PretrainingBrain):
         super().on_stage_start(stage, epoch)
         self.position_stats = PositionStats(keep_pairs=self.hparams.confusion_pairs)
         self.valid_generator = torch.Generator().manual_seed(self.hparams.seed)
-        self.stage_audio = self.clock.audio_seconds
-        self.stage_time = self.clock.train_seconds
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         super().on_stage_end(stage, stage_loss, epoch)
@@ -81,8 +79,7 @@ class PositionPretrain(PretrainingBrain):
             "chance_err": round(s["chance_position_error"], 3),
         }
         if stage == sb.Stage.TRAIN:
-            elapsed = max(self.clock.train_seconds - self.stage_time, 1e-9)
-            stats["audio_s_per_s"] = round((self.clock.audio_seconds - self.stage_audio) / elapsed, 1)
+            stats["audio_s_per_s"] = self.stage_throughput()
             self.train_stats = stats
             return
         if stage == sb.Stage.VALID:

@@ -58,8 +58,6 @@ class BestRQPretrain(PretrainingBrain):
         super().on_stage_start(stage, epoch)
         self.correct = 0
         self.predicted = 0
-        self.stage_audio = self.clock.audio_seconds
-        self.stage_time = self.clock.train_seconds
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         super().on_stage_end(stage, stage_loss, epoch)
@@ -68,8 +66,7 @@ class BestRQPretrain(PretrainingBrain):
             torch.distributed.all_reduce(counts)
         stats = {"loss": stage_loss, "code_acc": round(float(counts[0] / counts[1].clamp(min=1)), 4)}
         if stage == sb.Stage.TRAIN:
-            elapsed = max(self.clock.train_seconds - self.stage_time, 1e-9)
-            stats["audio_s_per_s"] = round((self.clock.audio_seconds - self.stage_audio) / elapsed, 1)
+            stats["audio_s_per_s"] = self.stage_throughput()
             self.train_stats = stats
         elif stage == sb.Stage.VALID:
             self.hparams.train_logger.log_stats(

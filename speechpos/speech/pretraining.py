@@ -161,11 +161,17 @@ class PretrainingBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
+            self._stage_mark = (self.clock.audio_seconds, self.clock.train_seconds)
             self.clock.start()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.clock.pause()
+
+    def stage_throughput(self) -> float:
+        """Audio-seconds per second of training in the current (or just ended) train stage."""
+        audio, seconds = self._stage_mark
+        return round((self.clock.audio_seconds - audio) / max(self.clock.train_seconds - seconds, 1e-9), 1)
 
     @property
     def progress(self) -> float:
