@@ -40,7 +40,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from speechpos.bench import (  # noqa: E402
-    BENCH_HEADERS, bench_pretrain_step, bench_table_rows, matmul_ceiling,
+    BENCH_HEADERS,
+    bench_pretrain_step,
+    bench_table_rows,
+    matmul_ceiling,
 )
 from speechpos.plots import markdown_table  # noqa: E402
 

@@ -255,14 +255,13 @@ def main(argv=None) -> int:
                "budget": r.info["budget"], "pe": r.info["pe"], "ctc_steps": steps,
                "results": res, "pretrain_summary": pre}
         records.append(rec)
-        pct = (lambda v: None if v is None else 100 * v)
         rows.append([
             r.name, method, round(pretrain_s), r.info["budget"], r.info["pe"],
             res["dev-clean"]["WER"], res["dev-clean"]["CER"],
             res["test-clean"]["WER"], res["test-clean"]["CER"],
             "" if not pre else pre["audio_s_per_s"],
             "" if not pre else round(pre["peak_memory_mib"]),
-            "" if not pre or pre["ceiling_fraction"] is None else f"{pct(pre['ceiling_fraction']):.1f}",
+            "" if not pre or pre["ceiling_fraction"] is None else f"{100 * pre['ceiling_fraction']:.1f}",
             pretext_cell(pre),
         ])
     headers = ["run", "pretraining", "pretrain s", "labels", "PE", "dev WER", "dev CER",
