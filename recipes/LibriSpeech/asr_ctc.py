@@ -130,8 +130,9 @@ class CTCFineTune(sb.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={
                     "split": self.test_split,
-                    "epochs trained": self.hparams.epoch_counter.current,
-                    "optimizer steps": self.optimizer_step,
+                    "steps trained": self.steps_trained,
+                    "tested checkpoint epoch": self.hparams.epoch_counter.current,
+                    "tested checkpoint steps": self.optimizer_step,
                 },
                 test_stats=stats,
             )
@@ -161,6 +162,8 @@ class CTCFineTune(sb.Brain):
             "decoding": self.hparams.decoding,
             "utterances": len(refs),
             "selected_on": self.hparams.select_on,
+            "steps_trained": self.steps_trained,
+            "checkpoint_steps": self.optimizer_step,
         }
         with open(path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
@@ -274,6 +277,7 @@ def main(argv):
         train_loader_kwargs=loader_kwargs,
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
+    brain.steps_trained = brain.optimizer_step  # evaluate() restores the chosen checkpoint's count
     for name, test_set in tests.items():
         brain.test_split = name
         brain.evaluate(test_set, min_key=hparams["select_on"], test_loader_kwargs=hparams["test_dataloader_opts"])
