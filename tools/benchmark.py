@@ -262,7 +262,7 @@ def main(argv=None) -> int:
             "" if not pre else pre["audio_s_per_s"],
             "" if not pre else round(pre["peak_memory_mib"]),
             "" if not pre or pre["ceiling_fraction"] is None else f"{100 * pre['ceiling_fraction']:.1f}",
-            pretext_cell(pre),
+            "" if r.info.get("half") else pretext_cell(pre),  # measured at the end only
         ])
     headers = ["run", "pretraining", "pretrain s", "labels", "PE", "dev WER", "dev CER",
                "test WER", "test CER", "pretrain audio-s/s", "peak MiB", "% matmul ceiling",
