@@ -241,6 +241,22 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def write_report(setup: str, table: str, path: str | Path | None = None) -> None:
+    """Print a benchmark's setup paragraph and markdown table, and write both to ``path``.
+
+    >>> write_report("one run", "| a |")
+    one run
+    <BLANKLINE>
+    | a |
+    """
+    print(setup + "\n")
+    print(table)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(setup + "\n\n" + table + "\n")
+
+
 def epoch_table(records: list[dict]) -> str:
     """Markdown summary of a run, one row per epoch."""
     headers = [

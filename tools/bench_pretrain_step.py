@@ -45,7 +45,7 @@ from speechpos.bench import (  # noqa: E402
     bench_table_rows,
     matmul_ceiling,
 )
-from speechpos.plots import markdown_table  # noqa: E402
+from speechpos.plots import markdown_table, write_report  # noqa: E402
 
 QUICK = {"layers": 2, "d_model": 32, "heads": 4, "ffn": 64, "seconds": 2.0, "batch": 2,
          "repeats": 2, "warmup": 1}
@@ -112,11 +112,7 @@ def main(argv=None) -> int:
         + "; GFLOP/s = FLOPs of the step (torch.utils.flop_counter) / median step time."
     )
     table = markdown_table(list(BENCH_HEADERS), bench_table_rows(rows, ceilings))
-    print(setup + "\n")
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(setup + "\n\n" + table + "\n")
+    write_report(setup, table, args.out)
     return 0
 
 

@@ -45,7 +45,12 @@ RECIPES = ROOT / "recipes" / "LibriSpeech"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import markdown_table, plot_quality_vs_time, read_train_log  # noqa: E402
+from speechpos.plots import (  # noqa: E402
+    markdown_table,
+    plot_quality_vs_time,
+    read_train_log,
+    write_report,
+)
 
 PRESETS = {
     # 2 CPU cores, about an hour: 6-layer d144 encoder, 7 min pretraining, 500 CTC steps.
@@ -288,11 +293,12 @@ def main(argv=None) -> int:
             points[name].append((rec["pretrain_s"], res["WER"], res["CER"]))
     plot = plot_quality_vs_time(points, out / "wer_vs_pretraining_time.png",
                                 title=f"test-clean, {largest} of labels, {steps} CTC steps")
-    (out / "results.md").write_text(setup + "\n\n" + table + "\n")
     (out / "results.json").write_text(json.dumps(
         {"setup": setup, "ceiling_gflop_per_s": ceiling, "pretraining": summaries, "runs": records},
         indent=1, default=str))
-    print("\n" + setup + "\n\n" + table + f"\n\nwritten: {out / 'results.md'}, {plot}")
+    print()
+    write_report(setup, table, out / "results.md")
+    print(f"\nwritten: {out / 'results.md'}, {plot}")
     return 0
 
 

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from speechpos.bench import INPUTS, LEAK_VARIANTS, measure_leak  # noqa: E402
-from speechpos.plots import markdown_table  # noqa: E402
+from speechpos.plots import markdown_table, write_report  # noqa: E402
 
 HEADERS = [
     "encoder", "input", "context", "accuracy", "chance acc", "z", "pos. error",
@@ -113,11 +113,7 @@ def main(argv=None) -> int:
         f"scored on {args.eval_batches} x {args.batch} fresh utterances; seed {args.seed}; "
         f"{torch.get_num_threads()} torch thread(s)."
     )
-    print(setup + "\n")
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(setup + "\n\n" + table + "\n")
+    write_report(setup, table, args.out)
     return 0
 
 
