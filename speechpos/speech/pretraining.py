@@ -129,13 +129,13 @@ class PretrainingBrain(sb.Brain):
 
     def fit_batch(self, batch):
         wavs, wav_lens = batch.sig
-        self.clock.audio_seconds += float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
+        seconds = float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
+        self.clock.audio_seconds += seconds
         if self.flops_per_audio_second is not None:
             return super().fit_batch(batch)
         # The first step is counted (forward + backward); later steps run uncounted.
         with FlopCounterMode(display=False) as counter:
             loss = super().fit_batch(batch)
-        seconds = float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
         self.flops_per_audio_second = counter.get_total_flops() / max(seconds, 1e-9)
         return loss
 
