@@ -1,9 +1,10 @@
 # The two commands of the README:
 #   make test   installs everything (Debian packages + .venv) and runs the test suite
+#   make lock   refreshes requirements.lock (newest releases the pins allow) and runs the tests
 #   make demo   installs everything, makes the default corpus, pretrains, fine-tunes, prints WER
 PY := .venv/bin/python
 
-.PHONY: setup test lint demo
+.PHONY: setup test lint demo lock
 
 setup:
 	bash tools/setup.sh
@@ -16,3 +17,6 @@ lint: setup
 
 demo: setup
 	$(PY) tools/run_demo.py
+
+lock:
+	bash tools/refresh_lock.sh
