@@ -1,12 +1,17 @@
 """``speechpos`` command line: transcribe audio or extract features with a trained run.
 
-    speechpos transcribe results/ctc/transformer/1234 a.flac b.flac
+    speechpos transcribe results/ctc/transformer/1234 a.flac b.wav recordings/
     speechpos features results/ctc/transformer/1234 a.flac --layer 3 --out a.npy
+
+Audio of any sample rate and channel count (FLAC, WAV, OGG, MP3, ...) is downmixed to mono
+and resampled to the run's rate (16 kHz); each converted file is reported on stderr, e.g.
+``INFO: a.wav: converted from 44100 Hz, 2 channel(s) to 16000 Hz mono``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import numpy as np
@@ -21,15 +26,20 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("transcribe", help="print '<file>\\t<transcript>' for each audio file")
     t.add_argument("run", help="output folder of asr_ctc.py")
-    t.add_argument("audio", nargs="+", help="audio files or folders (16 kHz mono)")
+    t.add_argument(
+        "audio",
+        nargs="+",
+        help="audio files or folders (any rate/channels: resampled to 16 kHz mono)",
+    )
     f = sub.add_parser("features", help="save encoder features of one file as .npy")
     f.add_argument("run", help="output folder of asr_ctc.py or pretrain.py")
-    f.add_argument("audio", help="an audio file")
+    f.add_argument("audio", help="an audio file (any rate/channels: resampled to 16 kHz mono)")
     f.add_argument("--layer", type=int, default=-1, help="0: patch embedding, k: layer k, -1: final")
     f.add_argument("--out", required=True, help="where to write the (tokens, d_model) array")
     f.add_argument("--device", default="cpu")
     t.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    _log_conversions()
     try:
         model = SpeechModel.from_run(args.run, device=args.device)
         if args.command == "transcribe":
@@ -43,6 +53,17 @@ def main(argv=None) -> int:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _log_conversions() -> None:
+    """Show speechpos INFO messages (e.g. audio conversions) on stderr; other libraries'
+    logging is left as it is."""
+    logger = logging.getLogger("speechpos")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,19 @@
 A *run* is the output folder of ``asr_ctc.py`` (hyperparams.yaml, save/ with its checkpoints
 and tokenizer) or of ``pretrain.py`` (hyperparams.yaml and encoder.ckpt; features only).
 
+Audio files may have any sample rate and channel count libsndfile reads (FLAC, WAV, OGG,
+MP3, ...): they are downmixed to mono and resampled to the run's ``sample_rate`` (16 kHz),
+and each converted file is logged at INFO level
+(:func:`speechpos.speech.audio.read_audio_converted`). The training recipes, by contrast,
+refuse a manifest file of the wrong rate.
+
 Example (with a trained run)::
 
     from speechpos.inference import SpeechModel
     model = SpeechModel.from_run("results/ctc/transformer/1234")
     print(model.transcribe_file("some.flac"))
-    feats = model.extract_features("some.flac", layer=3)   # (tokens, d_model)
+    print(model.transcribe_file("phone_call_8khz.wav"))       # resampled to 16 kHz
+    feats = model.extract_features("stereo_44k.flac", layer=3)  # (tokens, d_model)
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechpos.speech.audio import min_samples_for_patch, read_audio_checked
+from speechpos.speech.audio import min_samples_for_patch, read_audio_converted
 from speechpos.speech.ctc import CharTokenizer, SentencePieceTokenizer, greedy_decode
 from speechpos.speech.model import load_encoder_state
 
@@ -70,8 +77,12 @@ class SpeechModel:
         return cls(hparams, tokenizer, ctc_lin, device)
 
     def load_audio(self, path: str) -> torch.Tensor:
-        """Checked audio of one file (right rate, mono, at least one patch long)."""
-        return read_audio_checked(str(path), self.sample_rate, self.min_samples)
+        """Mono waveform of one file at the model's sample rate (downmixed and resampled if
+        needed), checked to be at least one patch long after resampling.
+
+        Raises :class:`~speechpos.speech.audio.AudioError` for a missing, undecodable or
+        too-short file."""
+        return read_audio_converted(str(path), self.sample_rate, self.min_samples)
 
     @torch.no_grad()
     def encode_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor, return_hidden: bool = False):
@@ -81,23 +92,28 @@ class SpeechModel:
         return self.encoder(feats, rel_lengths, return_hidden=return_hidden)
 
     @torch.no_grad()
-    def transcribe_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor) -> list[str]:
-        """Greedy CTC transcripts of a padded batch."""
+    def ctc_log_probs(self, wavs: torch.Tensor, rel_lengths: torch.Tensor):
+        """(B, T, units) CTC log-probabilities of a padded batch, and their relative lengths."""
         if self.ctc_lin is None:
             raise RunError("this run has no CTC layer (a pretraining run): it cannot transcribe")
         out, lengths = self.encode_batch(wavs, rel_lengths)
         log_probs = torch.log_softmax(self.ctc_lin(out), dim=-1)
-        return greedy_decode(log_probs, lengths.float() / log_probs.shape[1], self.tokenizer)
+        return log_probs, lengths.float() / log_probs.shape[1]
+
+    def transcribe_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor) -> list[str]:
+        """Greedy CTC transcripts of a padded batch."""
+        return greedy_decode(*self.ctc_log_probs(wavs, rel_lengths), self.tokenizer)
 
     def transcribe_file(self, path: str) -> str:
-        """Transcript of one audio file."""
+        """Transcript of one audio file (any rate / channel count, see :meth:`load_audio`)."""
         wav = self.load_audio(path)
         return self.transcribe_batch(wav[None], torch.ones(1))[0]
 
     @torch.no_grad()
     def extract_features(self, path: str, layer: int = -1) -> torch.Tensor:
         """(tokens, d_model) features of one file: ``layer`` 0 is the patch embedding, k the
-        output of encoder layer k, -1 the final (normalised) encoder output."""
+        output of encoder layer k, -1 the final (normalised) encoder output. The file may have
+        any sample rate and channel count (see :meth:`load_audio`)."""
         wav = self.load_audio(path)
         out, lengths, hidden = self.encode_batch(wav[None], torch.ones(1), return_hidden=True)
         if layer == -1:
@@ -119,13 +135,27 @@ def _load_tokenizer(hparams, save: Path):
     return SentencePieceTokenizer(str(model_dir), hparams["sentencepiece_vocab"], hparams["train_csv"])
 
 
+AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
+
 def list_audio(paths) -> list[str]:
-    """Files given, with folders expanded to their .flac/.wav files (sorted)."""
+    """Files given, with folders expanded to their audio files (``AUDIO_EXTENSIONS``, any
+    case), sorted.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> for name in ("a.WAV", "b.mp3", "notes.txt"):
+    ...     open(os.path.join(d, name), "w").close()
+    >>> [os.path.basename(p) for p in list_audio([d])]
+    ['a.WAV', 'b.mp3']
+    """
     out = []
     for p in paths:
         if os.path.isdir(p):
             for root, _, files in os.walk(p):
-                out.extend(os.path.join(root, f) for f in files if f.endswith((".flac", ".wav")))
+                out.extend(
+                    os.path.join(root, f) for f in files if f.lower().endswith(AUDIO_EXTENSIONS)
+                )
         else:
             out.append(p)
     return sorted(out)

@@ -11,7 +11,7 @@ from speechpos.speech import (
     load_encoder_state,
     set_convolution_mode,
 )
-from speechpos.speech.audio import AudioError, read_audio_checked
+from speechpos.speech.audio import AudioError, read_audio_checked, read_audio_converted
 from speechpos.speech.ctc import (
     CharTokenizer,
     TranscriptError,
@@ -123,6 +123,47 @@ def test_audio_errors_name_the_file(tmp_path):
         read_audio_checked(_write(tmp_path / "stereo.flac", np.zeros((1600, 2), dtype="float32"), 16000))
     with pytest.raises(AudioError, match=r"short.flac: 100 samples \(0.006 s\) is shorter than one patch \(640 samples\)"):
         read_audio_checked(_write(tmp_path / "short.flac", np.zeros(100, dtype="float32"), 16000), min_samples=640)
+
+
+def test_inference_reader_downmixes_and_resamples_but_keeps_the_errors(tmp_path, caplog):
+    """read_audio_converted (inference) accepts what read_audio_checked (training) refuses."""
+    import logging
+
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype("float32")  # 1 s of 440 Hz at 16 kHz
+    ok = _write(tmp_path / "ok.flac", tone, 16000)
+    with caplog.at_level(logging.INFO, logger="speechpos"):
+        assert torch.equal(read_audio_converted(ok), read_audio_checked(ok))
+        t44 = np.arange(44100) / 44100
+        left = 0.5 * np.sin(2 * np.pi * 440 * t44) + 0.3 * np.sin(2 * np.pi * 1000 * t44)
+        right = 0.5 * np.sin(2 * np.pi * 440 * t44) - 0.3 * np.sin(2 * np.pi * 1000 * t44)
+        both = np.stack([left, right], 1).astype("float32")
+        stereo = _write(tmp_path / "stereo.wav", both, 44100)
+        wav = read_audio_converted(stereo)
+    assert "ok.flac" not in caplog.text
+    assert f"{stereo}: converted from 44100 Hz, 2 channel(s) to 16000 Hz mono" in caplog.text
+    assert wav.dtype == torch.float32 and wav.shape == (16000,)
+    assert torch.allclose(wav[100:-100], torch.from_numpy(tone)[100:-100], atol=1e-3)  # the mean
+    with pytest.raises(AudioError, match=r"stereo.wav: sample rate is 44100 Hz, expected 16000 Hz"):
+        read_audio_checked(stereo)  # training stays strict
+
+    with pytest.raises(AudioError, match=r"missing.flac: audio file not found"):
+        read_audio_converted(str(tmp_path / "missing.flac"))
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + b"\x00" * 100)
+    with pytest.raises(AudioError) as strict:
+        read_audio_checked(str(corrupt))
+    with pytest.raises(AudioError) as err:
+        read_audio_converted(str(corrupt))
+    assert str(err.value) == str(strict.value)
+    assert "corrupt.flac: cannot decode audio (" in str(err.value)
+    # too short is measured after resampling: 320 samples at 8 kHz are 640 at 16 kHz
+    at8k = _write(tmp_path / "8k.flac", np.zeros(320, "float32"), 8000)
+    assert read_audio_converted(at8k, min_samples=640).shape == (640,)
+    short = _write(tmp_path / "short.wav", np.zeros((1000, 2), "float32"), 44100)
+    message = r"short.wav: 363 samples \(0.023 s\) is shorter than one patch \(640 samples\)"
+    with pytest.raises(AudioError, match=message):
+        read_audio_converted(short, min_samples=640)
 
 
 def _emission(tok, text, blanks=True):
