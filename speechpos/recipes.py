@@ -10,6 +10,16 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml.error import YAMLError
 
+from speechpos.precision import resolve_precision
+
+# ctc.yaml's defaults build the from-scratch baseline (conv front-end, conformer, sinusoidal
+# positions); these overrides give pp.yaml's / bestrq.yaml's encoder architecture instead, to
+# fine-tune a pretrained encoder (patch tokens, zero-initialised learned positions).
+PRETRAINED_ARCHITECTURE = (
+    "--frontend=patch", "--encoder_kind=transformer", "--null_key=True",
+    "--position_embedding=learned",
+)
+
 
 class ConfigError(ValueError):
     """An hparams file or override is wrong."""
@@ -25,12 +35,17 @@ def resolve_hparams_path(path: str, script_file: str) -> str:
     raise ConfigError(f"hparams file not found: {path}")
 
 
-def load_recipe_hparams(argv: list[str], script_file: str):
+def load_recipe_hparams(argv: list[str], script_file: str, default_hparams: str | None = None):
     """Parse ``script.py hparams.yaml --key=value ...`` as SpeechBrain does, and load the yaml.
 
-    An override naming a key the yaml does not have is refused with the key's name (SpeechBrain
-    raises a bare KeyError deep inside ruamel). Returns (hparams_file, run_opts, overrides, hparams).
+    Without an hparams file on the command line the recipe's ``default_hparams`` (a path beside
+    the script, e.g. ``hparams/ctc.yaml``) is used. An override naming a key the yaml does not
+    have is refused with the key's name (SpeechBrain raises a bare KeyError deep inside ruamel).
+    Returns (hparams_file, run_opts, overrides, hparams).
     """
+    argv = list(argv)
+    if default_hparams and (not argv or argv[0].startswith("-")):
+        argv.insert(0, default_hparams)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     # SpeechBrain 1.1.2 parses options whose default is None as strings; the step limit is an int.
     limit = run_opts.get("optimizer_step_limit")
@@ -53,17 +68,24 @@ def load_recipe_hparams(argv: list[str], script_file: str):
     return hparams_file, run_opts, overrides, hparams
 
 
-def start_experiment(argv: list[str], script_file: str):
-    """What every recipe does first: load the hparams (clear errors for bad keys), join the
-    DDP group when launched by torchrun, and create the experiment folder.
+def start_experiment(argv: list[str], script_file: str, default_hparams: str | None = None):
+    """What every recipe does first: load the hparams (clear errors for bad keys), decide
+    ``precision: auto`` (:mod:`speechpos.precision`), join the DDP group when launched by
+    torchrun, and create the experiment folder.
     Returns (run_opts, hparams)."""
-    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv, script_file)
+    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
+        argv, script_file, default_hparams
+    )
     sb.utils.distributed.ddp_init_group(run_opts)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    try:  # after the experiment folder exists, so the choice is logged in its log.txt
+        resolve_precision(run_opts, hparams)
+    except ValueError as err:
+        raise ConfigError(f"{hparams_file}: {err}") from err
     return run_opts, hparams
 
 
@@ -112,11 +134,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     from speechpos.data.librispeech import DataPreparationError
     from speechpos.speech.audio import AudioError
     from speechpos.speech.ctc import CTCAlignmentError, TranscriptError
+    from speechpos.speech.lm import LMTextError
     from speechpos.speech.model import CheckpointMismatchError
 
     return (
         ConfigError, FileNotFoundError, DataPreparationError, AudioError, TranscriptError,
-        CTCAlignmentError, CheckpointMismatchError,
+        CTCAlignmentError, CheckpointMismatchError, LMTextError,
     )
 
 

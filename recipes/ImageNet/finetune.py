@@ -83,7 +83,7 @@ class ClassifierBrain(sb.core.Brain):
 
 def main(argv: list[str] | None = None) -> ClassifierBrain:
     """Run the recipe with command-line style arguments; returns the trained Brain."""
-    run_opts, hparams = start_experiment(sys.argv[1:] if argv is None else argv, __file__)
+    run_opts, hparams = start_experiment(sys.argv[1:] if argv is None else argv, __file__, "hparams/finetune.yaml")
     datasets = imagefolder_datasets(hparams)
     if len(datasets["train"].classes) != hparams["num_classes"]:
         raise ValueError(

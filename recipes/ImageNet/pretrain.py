@@ -137,7 +137,7 @@ class PositionPretrainBrain(sb.core.Brain):
 
 def main(argv: list[str] | None = None) -> PositionPretrainBrain:
     """Run the recipe with command-line style arguments; returns the trained Brain."""
-    run_opts, hparams = start_experiment(sys.argv[1:] if argv is None else argv, __file__)
+    run_opts, hparams = start_experiment(sys.argv[1:] if argv is None else argv, __file__, "hparams/pretrain.yaml")
     datasets = imagefolder_datasets(hparams)
     batch = hparams["train_loader_kwargs"]["batch_size"]
     attach_scheduler(hparams, len(datasets["train"]) // batch)

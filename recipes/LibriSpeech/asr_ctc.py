@@ -13,6 +13,11 @@ Usage (from this folder, or with the paths from the repository root)::
 Zero-initialised position embeddings are added at fine-tune time (the pretrained function is
 unchanged at step 0). Each test split gets ``wer_<split>.txt`` (SpeechBrain's ErrorRateStats,
 with a jiwer cross-check) and ``results.json`` collects WER/CER of every split.
+
+With ``--lm_decoding=True`` the test splits are also decoded with a word n-gram LM (beam search,
+:mod:`speechpos.speech.lm_decoding`) built from the training transcripts or ``--lm_text``:
+``WER_lm``/``CER_lm``, ``wer_lm_<split>.txt``, and the LM text's overlap with each split
+(``lm_text_overlap``). Tune ``lm_weight``/``word_score`` on dev with ``tools/tune_lm.py``.
 """
 
 import json
@@ -26,7 +31,14 @@ import torch
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechpos.recipes import ConfigError, die, prepare_speech_data, start_experiment, user_errors
+from speechpos.recipes import (
+    ConfigError,
+    die,
+    prepare_speech_data,
+    start_experiment,
+    train_loader_options,
+    user_errors,
+)
 from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.ctc import (
     CharTokenizer,
@@ -39,13 +51,18 @@ from speechpos.speech.ctc import (
 )
 from speechpos.speech.dataio import audio_dataset
 from speechpos.speech.encoder import set_convolution_mode
+from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, check_overlap, lm_sentences
 from speechpos.speech.model import load_encoder_state
+from speechpos.speech.pretraining import ClockedBrain
 
 logger = logging.getLogger(__name__)
 
 
-class CTCFineTune(sb.Brain):
-    """Encoder + linear CTC layer; WER/CER on valid and test."""
+class CTCFineTune(ClockedBrain):
+    """Encoder + linear CTC layer; WER/CER on valid and test (and with the n-gram LM on test);
+    training time and throughput (validation excluded) with every validation."""
+
+    lm_decoder = None  # an LMDecoder with lm_decoding (see make_lm_decoder)
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
@@ -78,6 +95,10 @@ class CTCFineTune(sb.Brain):
             self.wer_metric.append(batch.id, [h.split() for h in hyps], [r.split() for r in refs])
             self.cer_metric.append(batch.id, [h.split() for h in hyps], [r.split() for r in refs])
             self.texts.extend(zip(refs, hyps, strict=True))
+            if stage == sb.Stage.TEST and self.lm_decoder is not None:
+                lm_hyps = [h.split() for h in self.lm_decoder(log_probs, out_lens)]
+                self.wer_lm_metric.append(batch.id, lm_hyps, [r.split() for r in refs])
+                self.cer_lm_metric.append(batch.id, lm_hyps, [r.split() for r in refs])
         return loss
 
     def check_ctc_feasible(self, ids, log_probs, out_lens, tokens, token_lens):
@@ -105,21 +126,34 @@ class CTCFineTune(sb.Brain):
             logger.warning(message)
 
     def on_stage_start(self, stage, epoch=None):
+        super().on_stage_start(stage, epoch)
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
             self.texts = []
+        if stage == sb.Stage.TEST:
+            self.wer_lm_metric = self.hparams.error_rate_computer()
+            self.cer_lm_metric = self.hparams.cer_computer()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        super().on_stage_end(stage, stage_loss, epoch)
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
+            self.train_stats = {**stats, "audio_s_per_s": self.stage_throughput()}
             return
         stats["WER"] = self.wer_metric.summarize("error_rate")
         stats["CER"] = self.cer_metric.summarize("error_rate")
+        if stage == sb.Stage.TEST and self.lm_decoder is not None:
+            stats["WER_lm"] = self.wer_lm_metric.summarize("error_rate")
+            stats["CER_lm"] = self.cer_lm_metric.summarize("error_rate")
         if stage == sb.Stage.VALID:
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                stats_meta={
+                    "epoch": epoch,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "steps": self.clock.steps,
+                    "train_time_s": round(self.clock.train_seconds, 1),
+                },
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
@@ -140,7 +174,8 @@ class CTCFineTune(sb.Brain):
                 self.write_test_results(stats)
 
     def write_test_results(self, stats):
-        """wer_<split>.txt with SpeechBrain's alignments, cross-checked with jiwer."""
+        """wer_<split>.txt with SpeechBrain's alignments, cross-checked with jiwer (and
+        wer_lm_<split>.txt for the LM decoding)."""
         refs = [r for r, _ in self.texts]
         hyps = [h for _, h in self.texts]
         jiwer_wer = 100 * jiwer.wer(refs, hyps) if refs else 0.0
@@ -164,13 +199,24 @@ class CTCFineTune(sb.Brain):
             "selected_on": self.hparams.select_on,
             "steps_trained": self.steps_trained,
             "checkpoint_steps": self.optimizer_step,
+            "train_seconds": round(self.clock.train_seconds, 1),
+            "train_audio_s_per_s": round(
+                self.clock.audio_seconds / max(self.clock.train_seconds, 1e-9), 1
+            ),
+            "precision": self.precision,
+            "torch_threads": torch.get_num_threads(),
         }
+        if self.lm_decoder is not None:
+            with open(os.path.join(out, f"wer_lm_{self.test_split}.txt"), "w", encoding="utf-8") as w:
+                self.wer_lm_metric.write_stats(w)
+            results[self.test_split].update(
+                WER_lm=round(stats["WER_lm"], 2),
+                CER_lm=round(stats["CER_lm"], 2),
+                lm=self.lm_settings,
+                lm_text_overlap=self.lm_overlap[self.test_split],
+            )
         with open(path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if should_step:
-            self.hparams.lr_annealing(self.optimizer)
 
 
 def make_tokenizer(hparams):
@@ -190,6 +236,35 @@ def make_tokenizer(hparams):
     raise ConfigError(
         f"token_type must be 'char' or 'sentencepiece', got {hparams['token_type']!r}"
     )
+
+
+def make_lm_decoder(hparams, tokenizer):
+    """With ``lm_decoding``: the overlap of every test split with the LM text (logged, with a
+    warning when not 0), the ARPA LM and lexicon (built once into save_folder) and their
+    decoder. Returns (decoder or None, the LM settings, {test split: overlap})."""
+    if not hparams["lm_decoding"]:
+        return None, None, {}
+    if hparams["token_type"] != "char":
+        raise ConfigError(
+            "lm_decoding: True needs token_type: char (the lexicon spells words in characters "
+            f"ending with the space), got token_type: {hparams['token_type']!r}"
+        )
+    order = hparams["lm_order"]
+    if not isinstance(order, int) or order < 1:
+        raise ConfigError(f"lm_order must be a positive integer, got {order!r}")
+    sentences, source = lm_sentences(hparams["lm_text"], hparams["train_csv"])
+    overlap = {
+        name: check_overlap(sentences, csv, name, source) for name, csv in hparams["test_csvs"].items()
+    }
+    files = {"folder": hparams["save_folder"], "sentences": sentences, "tokenizer": tokenizer,
+             "order": order, "source": source}
+    run_on_main(build_lm_files, kwargs=files)
+    arpa, lexicon = build_lm_files(**files)
+    settings = {"text": source, "order": order, "lm_weight": hparams["lm_weight"],
+                "word_score": hparams["word_score"], "beam_size": hparams["lm_beam_size"]}
+    decoder = LMDecoder(tokenizer, arpa, lexicon, lm_weight=settings["lm_weight"],
+                        word_score=settings["word_score"], beam_size=settings["beam_size"])
+    return decoder, settings, overlap
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -226,6 +301,11 @@ def load_pretrained(hparams):
     path = hparams["pretrained_encoder"]
     if not path:
         return
+    if hparams["frontend"] != "patch":
+        raise ConfigError(
+            f"pretrained encoders use the patch front-end: add --frontend=patch (got "
+            f"frontend: {hparams['frontend']!r} with pretrained_encoder {path})"
+        )
     load_encoder_state(hparams["encoder"], path)
     if hparams["encoder_kind"] == "conformer" and hparams["pretrained_conv_mode"] == "off":
         set_convolution_mode(hparams["encoder"], "on", zero_init=True)
@@ -233,9 +313,10 @@ def load_pretrained(hparams):
 
 def train_loader_kwargs(hparams, train):
     """With ``train_samples_per_epoch``, an "epoch" is that many utterances drawn with
-    replacement (small label budgets then validate every N utterances, not every few steps)."""
+    replacement (small label budgets then validate every N utterances, not every few steps);
+    otherwise batches of ``max_batch_length_train`` seconds when ``dynamic_batching`` is set."""
     if not hparams["train_samples_per_epoch"]:
-        return hparams["train_dataloader_opts"]
+        return train_loader_options(hparams, train)
     sampler = ReproducibleRandomSampler(
         train, seed=hparams["seed"], replacement=True, num_samples=hparams["train_samples_per_epoch"]
     )
@@ -243,7 +324,7 @@ def train_loader_kwargs(hparams, train):
 
 
 def main(argv):
-    run_opts, hparams = start_experiment(argv, __file__)
+    run_opts, hparams = start_experiment(argv, __file__, "hparams/ctc.yaml")
     if hparams["select_on"] not in ("WER", "CER"):
         raise ConfigError(f"select_on must be 'WER' or 'CER', got {hparams['select_on']!r}")
     run_on_main(
@@ -265,6 +346,7 @@ def main(argv):
     )
     brain.tokenizer = tokenizer
     brain.beam_searcher = make_beam_searcher(tokenizer, hparams["beam_size"])
+    brain.lm_decoder, brain.lm_settings, brain.lm_overlap = make_lm_decoder(hparams, tokenizer)
     if not brain.checkpointer.find_checkpoints():
         load_pretrained(hparams)
 

@@ -116,7 +116,7 @@ def dataio_prepare(hparams):
 
 
 def main(argv):
-    run_opts, hparams = start_experiment(argv, __file__)
+    run_opts, hparams = start_experiment(argv, __file__, "hparams/pp.yaml")
     run_on_main(prepare_speech_data, kwargs={"hparams": hparams})
     train, valid = dataio_prepare(hparams)
 

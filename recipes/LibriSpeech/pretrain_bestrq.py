@@ -89,7 +89,7 @@ def dataio_prepare(hparams):
 
 
 def main(argv):
-    run_opts, hparams = start_experiment(argv, __file__)
+    run_opts, hparams = start_experiment(argv, __file__, "hparams/bestrq.yaml")
     run_on_main(prepare_speech_data, kwargs={"hparams": hparams})
     train, valid = dataio_prepare(hparams)
     brain = BestRQPretrain(

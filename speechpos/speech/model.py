@@ -24,7 +24,7 @@ from torch import nn
 
 from speechpos.position.checkpoint import CheckpointMismatchError, load_encoder_state
 from speechpos.position.context import Context
-from speechpos.position.embedding import PositionEmbedding
+from speechpos.position.embedding import PositionEmbedding, build_position_embedding
 from speechpos.position.encoder import ContextEncoder
 from speechpos.speech.patches import FramePatchEmbedding
 
@@ -97,23 +97,45 @@ def build_speech_encoder(
     conv_mode: str = "off",
     gather: bool = True,
     null_key: bool = True,
-    position_embedding: bool = False,
+    position_embedding: bool | str = False,
     max_positions: int = 1000,
+    frontend: str = "patch",
 ) -> SpeechEncoder:
     """One builder for the pretraining and fine-tuning recipes, so both make the same
     architecture from the same hparams keys.
 
+    ``frontend`` is ``"patch"`` (:class:`FramePatchEmbedding`, no position leak: the pretraining
+    path) or ``"conv"`` (:class:`~speechpos.speech.frontend.ConvFrontEnd`, CTC from scratch);
+    ``position_embedding`` is ``"learned"``/True (zero-initialised), ``"sinusoidal"`` or
+    ``"none"``/False.
+
     >>> enc = build_speech_encoder(num_layers=1, d_model=16, nhead=2, d_ffn=32, position_embedding=True)
     >>> float(enc.position_embedding.weight.detach().abs().sum())
     0.0
+    >>> build_speech_encoder(num_layers=1, d_model=16, nhead=2, d_ffn=32, frontend="mfcc")
+    Traceback (most recent call last):
+    ...
+    ValueError: frontend must be one of ('patch', 'conv'), got 'mfcc'
     """
     from speechpos.speech.encoder import build_encoder
+    from speechpos.speech.frontend import FRONTENDS, ConvFrontEnd
 
+    if frontend == "patch":
+        embedding = FramePatchEmbedding(n_mels, patch_frames, d_model)
+    elif frontend == "conv":
+        if patch_frames != ConvFrontEnd.subsampling:
+            raise ValueError(
+                f"frontend 'conv' subsamples {ConvFrontEnd.subsampling}x: set patch_frames: "
+                f"{ConvFrontEnd.subsampling} (got {patch_frames})"
+            )
+        embedding = ConvFrontEnd(n_mels, d_model, dropout=dropout)
+    else:
+        raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
     return SpeechEncoder(
-        FramePatchEmbedding(n_mels, patch_frames, d_model),
+        embedding,
         build_encoder(
             kind, num_layers, d_model, nhead, d_ffn, dropout, kernel_size, conv_mode,
             gather=gather, null_key=null_key,
         ),
-        PositionEmbedding(max_positions, d_model) if position_embedding else None,
+        build_position_embedding(position_embedding, d_model, max_positions),
     )

@@ -1,5 +1,6 @@
 """What the pretraining recipes (position prediction, BEST-RQ) share: a training clock with an
 optional wall-time budget, throughput / peak-memory / FLOP accounting, and encoder exports.
+The clock alone (:class:`ClockedBrain`) also times the CTC recipe, for quality-vs-time curves.
 
 Comparing pretrainers fairly means giving them the same *training* wall time (validation
 excluded) and reading their throughput the same way; :class:`TrainingClock` keeps that
@@ -112,16 +113,12 @@ def peak_memory_mib(device: str | torch.device = "cpu") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-class PretrainingBrain(sb.Brain):
-    """Base of the pretraining Brains: the hparams must hold ``encoder``, ``normalize``,
-    ``sample_rate``, ``output_folder``, ``training_clock`` (a :class:`TrainingClock`,
-    also a checkpointer recoverable) and optionally ``lr_annealing``.
-
-    Subclasses call ``super().on_stage_start`` / ``super().on_stage_end`` and, after each
-    validation, :meth:`export`.
+class ClockedBrain(sb.Brain):
+    """A Brain that keeps ``hparams.training_clock`` (a :class:`TrainingClock`): training time
+    with validation excluded, audio seconds seen (from ``batch.sig``, at ``hparams.sample_rate``)
+    and optimizer steps; it also steps ``hparams.lr_annealing`` after every optimizer step.
+    Subclasses call ``super()`` in ``on_stage_start`` / ``on_stage_end`` / ``on_fit_batch_end``.
     """
-
-    flops_per_audio_second: float | None = None
 
     @property
     def clock(self) -> TrainingClock:
@@ -129,15 +126,9 @@ class PretrainingBrain(sb.Brain):
 
     def fit_batch(self, batch):
         wavs, wav_lens = batch.sig
-        seconds = float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
-        self.clock.audio_seconds += seconds
-        if self.flops_per_audio_second is not None:
-            return super().fit_batch(batch)
-        # The first step is counted (forward + backward); later steps run uncounted.
-        with FlopCounterMode(display=False) as counter:
-            loss = super().fit_batch(batch)
-        self.flops_per_audio_second = counter.get_total_flops() / max(seconds, 1e-9)
-        return loss
+        self.batch_audio_seconds = float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
+        self.clock.audio_seconds += self.batch_audio_seconds
+        return super().fit_batch(batch)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         if should_step and hasattr(self.hparams, "lr_annealing"):
@@ -145,19 +136,6 @@ class PretrainingBrain(sb.Brain):
         self.clock.tick()
         if should_step:
             self.clock.steps += 1
-        for seconds in self.clock.due_snapshots():
-            self.save_encoder(f"encoder_at_{seconds:g}s.ckpt")
-        if self._budget_spent():
-            # Brain stops at the next batch, validates and leaves fit() once this is reached.
-            self.optimizer_step_limit = self.optimizer_step
-
-    def _budget_spent(self) -> bool:
-        spent = self.clock.exhausted()
-        if sb.utils.distributed.is_distributed_initialized():
-            flag = [spent]
-            torch.distributed.broadcast_object_list(flag, src=0)  # rank 0's clock decides
-            spent = flag[0]
-        return spent
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -172,6 +150,43 @@ class PretrainingBrain(sb.Brain):
         """Audio-seconds per second of training in the current (or just ended) train stage."""
         audio, seconds = self._stage_mark
         return round((self.clock.audio_seconds - audio) / max(self.clock.train_seconds - seconds, 1e-9), 1)
+
+
+class PretrainingBrain(ClockedBrain):
+    """Base of the pretraining Brains: the hparams must hold ``encoder``, ``normalize``,
+    ``sample_rate``, ``output_folder``, ``training_clock`` (a :class:`TrainingClock`,
+    also a checkpointer recoverable) and optionally ``lr_annealing``.
+
+    Subclasses call ``super().on_stage_start`` / ``super().on_stage_end`` and, after each
+    validation, :meth:`export`.
+    """
+
+    flops_per_audio_second: float | None = None
+
+    def fit_batch(self, batch):
+        if self.flops_per_audio_second is not None:
+            return super().fit_batch(batch)
+        # The first step is counted (forward + backward); later steps run uncounted.
+        with FlopCounterMode(display=False) as counter:
+            loss = super().fit_batch(batch)
+        self.flops_per_audio_second = counter.get_total_flops() / max(self.batch_audio_seconds, 1e-9)
+        return loss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+        for seconds in self.clock.due_snapshots():
+            self.save_encoder(f"encoder_at_{seconds:g}s.ckpt")
+        if self._budget_spent():
+            # Brain stops at the next batch, validates and leaves fit() once this is reached.
+            self.optimizer_step_limit = self.optimizer_step
+
+    def _budget_spent(self) -> bool:
+        spent = self.clock.exhausted()
+        if sb.utils.distributed.is_distributed_initialized():
+            flag = [spent]
+            torch.distributed.broadcast_object_list(flag, src=0)  # rank 0's clock decides
+            spent = flag[0]
+        return spent
 
     @property
     def progress(self) -> float:

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from speechpos.recipes import PRETRAINED_ARCHITECTURE
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "LibriSpeech"
+
 TINY_MODEL = [
     "--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128", "--dropout=0.0",
     "--patch_frames=4", "--batch_size=4", "--warmup_steps=10", "--lr=0.003",
@@ -64,6 +67,7 @@ def ctc_run(tiny_librispeech, pretrain_run, tmp_path_factory):
         "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
         f"--output_folder={out}", "--number_of_epochs=6",
         f"--pretrained_encoder={pretrain_run / 'encoder.ckpt'}", "--speed_perturb=False", *TINY_MODEL,
+        *PRETRAINED_ARCHITECTURE,
     )
     return out
 
@@ -136,7 +140,7 @@ def test_ctc_refuses_patches_too_coarse_for_characters(tiny_librispeech, tmp_pat
     proc = run_recipe(
         "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
         f"--output_folder={tmp_path}", "--number_of_epochs=1", "--patch_frames=24",
-        *[a for a in TINY_MODEL if not a.startswith("--patch_frames")],
+        "--frontend=patch", *[a for a in TINY_MODEL if not a.startswith("--patch_frames")],
         check=False,
     )
     assert proc.returncode != 0
@@ -149,7 +153,7 @@ def test_ctc_refuses_encoder_of_another_architecture(pretrain_run, tiny_librispe
         f"--output_folder={tmp_path}", "--number_of_epochs=1",
         f"--pretrained_encoder={pretrain_run / 'encoder.ckpt'}",
         *[a for a in TINY_MODEL if not a.startswith("--d_model")], "--d_model=32",
-        check=False,
+        *PRETRAINED_ARCHITECTURE, check=False,
     )
     assert proc.returncode != 0
     assert "was saved from a different architecture" in proc.stderr
@@ -176,6 +180,173 @@ def test_cli_transcribes_and_extracts_features(ctc_run, tiny_librispeech, tmp_pa
 
     feats = np.load(out)
     assert feats.shape[1] == 64 and feats.shape[0] > 0
+
+
+# ------------------------------------------------------------------ inference on any audio file
+
+
+def _utterance_and_copies(tiny_librispeech, folder: Path) -> dict[str, Path]:
+    """A 16 kHz mono utterance of the tiny corpus and two copies of it made by resampling:
+    44.1 kHz stereo (channels x + r and x - r, whose mean is x) and 8 kHz mono."""
+    import shutil
+
+    import soundfile as sf
+    import torchaudio.functional as AF
+
+    source = sorted(Path(tiny_librispeech, "test-clean").rglob("*.flac"))[0]
+    wav, rate = sf.read(source, dtype="float32")
+    assert rate == 16000 and wav.ndim == 1
+    x = torch.from_numpy(wav)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"orig": folder / "a_orig16k.flac", "stereo44k": folder / "b_stereo44k.flac",
+             "mono8k": folder / "c_mono8k.flac"}
+    shutil.copy(source, files["orig"])
+    up = AF.resample(x, 16000, 44100)
+    other = 0.5 * up.flip(0)  # a different signal in each channel: only their mean is x
+    assert float((up.abs() + other.abs()).max()) < 1.0  # no clipping in the 16-bit FLAC
+    sf.write(files["stereo44k"], torch.stack([up + other, up - other], 1).numpy(), 44100)
+    sf.write(files["mono8k"], AF.resample(x, 16000, 8000).numpy(), 8000)
+    assert sf.info(files["stereo44k"]).channels == 2 and sf.info(files["mono8k"]).samplerate == 8000
+    return files
+
+
+def _converted(path, rate, channels):
+    """The INFO message of a converted file."""
+    return f"{path}: converted from {rate} Hz, {channels} channel(s) to 16000 Hz mono"
+
+
+@pytest.fixture(scope="module")
+def speech_model(ctc_run):
+    from speechpos.inference import SpeechModel
+
+    return SpeechModel.from_run(ctc_run)
+
+
+def test_inference_converts_44k_stereo_and_8k_audio(
+    speech_model, tiny_librispeech, tmp_path, caplog
+):
+    """Python API: a 44.1 kHz stereo copy of an utterance gives (nearly) the original's features
+    and transcript; an 8 kHz copy keeps the original's length and its filterbank under 2 kHz."""
+    import difflib
+    import logging
+
+    files = _utterance_and_copies(tiny_librispeech, tmp_path)
+    model = speech_model
+    orig_wav = model.load_audio(files["orig"])
+    orig_fbank = model.compute_features(orig_wav[None])[0]
+    orig_feats = model.extract_features(files["orig"])
+    orig_text = model.transcribe_file(files["orig"])
+    assert orig_text
+
+    with caplog.at_level(logging.INFO, logger="speechpos"):
+        wav44 = model.load_audio(files["stereo44k"])
+        wav8 = model.load_audio(files["mono8k"])
+    assert _converted(files["stereo44k"], 44100, 2) in caplog.text
+    assert _converted(files["mono8k"], 8000, 1) in caplog.text
+    assert str(files["orig"]) not in caplog.text  # a 16 kHz mono file is read as it is
+
+    # 44.1 kHz stereo: the downmix is the channel mean and the round trip through 44.1 kHz only
+    # loses the band edge (the top mel bins, above ~7.5 kHz).
+    assert abs(len(wav44) - len(orig_wav)) <= 1
+    n = min(len(wav44), len(orig_wav))
+    assert torch.allclose(wav44[:n], orig_wav[:n], atol=0.1)
+    fbank44 = model.compute_features(wav44[None])[0]
+    assert fbank44.shape == orig_fbank.shape
+    assert (fbank44 - orig_fbank)[:, :-8].abs().mean() < 0.05
+    feats44 = model.extract_features(files["stereo44k"])
+    assert feats44.shape == orig_feats.shape
+    cos = torch.nn.functional.cosine_similarity(feats44, orig_feats, dim=-1)
+    assert cos.mean() > 0.99 and cos.min() > 0.9
+    layer1, orig_layer1 = (model.extract_features(files[k], layer=1) for k in ("stereo44k", "orig"))
+    assert (layer1 - orig_layer1).norm() < 0.05 * orig_layer1.norm()
+    text44 = model.transcribe_file(files["stereo44k"])
+    assert difflib.SequenceMatcher(None, text44, orig_text).ratio() > 0.85, (text44, orig_text)
+
+    # 8 kHz: nothing above 4 kHz is left, but the duration and the low band are the original's.
+    assert abs(len(wav8) - len(orig_wav)) <= 1
+    fbank8 = model.compute_features(wav8[None])[0]
+    assert fbank8.shape == orig_fbank.shape
+    low = fbank8.shape[1] // 2  # mel bins centred under ~2 kHz
+    assert (fbank8 - orig_fbank)[:, :low].abs().mean() < 0.1
+    assert (fbank8 - orig_fbank)[:, -8:].abs().mean() > 1.0  # (the lost top band)
+    feats8 = model.extract_features(files["mono8k"])
+    assert feats8.shape == orig_feats.shape
+    assert torch.nn.functional.cosine_similarity(feats8, orig_feats, dim=-1).mean() > 0.5
+    assert set(model.transcribe_file(files["mono8k"])) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
+
+
+def test_inference_keeps_the_errors_for_bad_files(speech_model, tmp_path):
+    """Missing and corrupt files give read_audio_checked's exact errors; too short is measured
+    after resampling (1000 samples at 44.1 kHz are 363 at 16 kHz, under one 640-sample patch)."""
+    import numpy as np
+    import soundfile as sf
+
+    from speechpos.speech.audio import AudioError, read_audio_checked
+
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + b"\x00" * 100)
+    missing = tmp_path / "missing.wav"
+    for bad in (corrupt, missing):
+        with pytest.raises(AudioError) as strict:
+            read_audio_checked(str(bad))
+        for use in (speech_model.transcribe_file, speech_model.extract_features):
+            with pytest.raises(AudioError) as err:
+                use(bad)
+            assert str(err.value) == str(strict.value)
+    assert str(strict.value) == f"{missing}: audio file not found"
+    short = tmp_path / "short44k.wav"
+    sf.write(short, np.zeros((1000, 2), dtype="float32"), 44100)
+    with pytest.raises(AudioError) as err:
+        speech_model.transcribe_file(short)
+    assert speech_model.min_samples == 640
+    message = f"{short}: 363 samples (0.023 s) is shorter than one patch (640 samples)"
+    assert str(err.value) == message
+
+
+def test_cli_transcribes_a_folder_of_mixed_rates_and_refuses_a_corrupt_file(
+    ctc_run, speech_model, tiny_librispeech, tmp_path
+):
+    files = _utterance_and_copies(tiny_librispeech, tmp_path / "audio")
+    cli = [sys.executable, "-m", "speechpos.cli"]
+    proc = subprocess.run(
+        [*cli, "transcribe", str(ctc_run), str(tmp_path / "audio")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in files.values()]
+    expected = [speech_model.transcribe_file(p) for p in files.values()]
+    assert [line.split("\t", 1)[1] for line in lines] == expected
+    assert f"INFO: {_converted(files['stereo44k'], 44100, 2)}" in proc.stderr
+    assert f"INFO: {_converted(files['mono8k'], 8000, 1)}" in proc.stderr
+    assert str(files["orig"]) not in proc.stderr
+
+    out = tmp_path / "f.npy"
+    proc = subprocess.run(
+        [*cli, "features", str(ctc_run), str(files["stereo44k"]), "--layer=1", f"--out={out}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import numpy as np
+
+    np.testing.assert_allclose(
+        np.load(out), speech_model.extract_features(files["stereo44k"], layer=1).numpy(), atol=1e-5
+    )
+
+    from speechpos.speech.audio import AudioError, read_audio_checked
+
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + b"\x00" * 100)
+    with pytest.raises(AudioError) as strict:
+        read_audio_checked(str(corrupt))
+    proc = subprocess.run(
+        [*cli, "transcribe", str(ctc_run), str(files["orig"]), str(corrupt)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout.startswith(f"{files['orig']}\t")  # files before the bad one are done
+    assert proc.stderr.strip().splitlines()[-1] == f"speechpos: error: {strict.value}"
+    assert "Traceback" not in proc.stderr
 
 
 def test_ddp_two_processes_on_cpu(tiny_librispeech, pretrain_run, tmp_path):
@@ -234,7 +405,7 @@ def test_ctc_runs_a_fixed_step_count_from_the_bestrq_encoder(bestrq_run, tiny_li
         "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
         f"--output_folder={out}", "--number_of_epochs=1000", "--optimizer_step_limit=5",
         "--train_samples_per_epoch=8", "--select_on=CER", "--speed_perturb=False",
-        f"--pretrained_encoder={bestrq_run / 'encoder.ckpt'}", *TINY_MODEL,
+        f"--pretrained_encoder={bestrq_run / 'encoder.ckpt'}", *TINY_MODEL, *PRETRAINED_ARCHITECTURE,
     )
     assert [s["epoch"] for s in log_stats(out / "train_log.txt")] == [1, 2, 3]  # 2 steps per epoch
     assert "kept initial values of []" in (out / "log.txt").read_text()  # PE loaded too

@@ -1,0 +1,79 @@
+"""The from-scratch CTC baseline (hparams/ctc.yaml's defaults) and its report tool, on the tiny
+generated corpus: training lowers the loss, greedy and LM results, the curve and the PNG."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from speechpos.plots import read_train_log
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = ROOT / "recipes" / "LibriSpeech"
+SMALL = ["--num_layers=2", "--d_model=48", "--nhead=4", "--d_ffn=96", "--max_batch_length_train=12",
+         "--lr=0.003", "--warmup_steps=10"]
+
+
+def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_path):
+    docs = tmp_path / "docs"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
+         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "40",
+         "--threads", "2", "--examples", "2", "--model-args", *SMALL],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((docs / "ctc_baseline.json").read_text())
+    test = report["results"]["test-clean"]
+    assert test["steps_trained"] == 40 and test["train_seconds"] > 0
+    assert test["train_audio_s_per_s"] > 0 and test["precision"] in ("fp32", "bf16")
+    assert 0 <= test["WER_lm"] and test["lm_text_overlap"]["sentences"] == 0
+    curve = report["curve"]
+    assert len(curve) >= 5
+    assert [c["train_seconds"] for c in curve] == sorted(c["train_seconds"] for c in curve)
+    assert len(report["examples"]) == 2 and report["examples"][0]["ref"]
+    text = (docs / "ctc_baseline.md").read_text()
+    assert "| test-clean |" in text and "REF: " in text and "HYP: " in text
+    assert (docs / "ctc_wer_vs_time.png").stat().st_size > 10_000
+
+    epochs = [r for r in read_train_log(tmp_path / "out" / "run" / "train_log.txt") if "epoch" in r]
+    assert epochs[-1]["train"]["loss"] < 0.7 * epochs[0]["train"]["loss"]
+    assert epochs[-1]["valid"]["loss"] < epochs[0]["valid"]["loss"]
+    assert "frontend: conv" in (tmp_path / "out" / "run" / "hyperparams.yaml").read_text()
+    assert "precision " in (tmp_path / "out" / "run" / "log.txt").read_text()  # auto's choice logged
+
+    again = subprocess.run(  # a finished run is reported again, not retrained
+        [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
+         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "40",
+         "--model-args", *SMALL],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert again.returncode == 0 and "trained and tested" not in again.stdout
+
+
+def run_ctc(*args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(RECIPES / "asr_ctc.py"), *args], cwd=RECIPES,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_asr_ctc_without_an_hparams_file_uses_ctc_yaml(tmp_path):
+    missing = tmp_path / "no_such_corpus"
+    proc = run_ctc(f"--output_folder={tmp_path / 'out'}", f"--data_folder={missing}")
+    assert proc.returncode == 2
+    assert f"data_folder {missing} does not exist" in proc.stderr
+    assert "frontend: conv" in (tmp_path / "out" / "hyperparams.yaml").read_text()
+
+
+def test_a_pretrained_encoder_needs_the_patch_frontend(tiny_librispeech, tmp_path):
+    proc = run_ctc(
+        "hparams/ctc.yaml", f"--output_folder={tmp_path / 'out'}", f"--data_folder={tiny_librispeech}",
+        f"--pretrained_encoder={tmp_path / 'encoder.ckpt'}", *SMALL,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: pretrained encoders use the patch front-end: add --frontend=patch (got frontend: "
+        f"'conv' with pretrained_encoder {tmp_path / 'encoder.ckpt'})"
+    )
