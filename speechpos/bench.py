@@ -45,14 +45,19 @@ from speechpos.position.metrics import PositionStats
 
 INPUTS = ("gaussian", "constant")
 
-# (name, kind, conv_mode, null_key) of the encoder variants the leak probe compares.
+# (name, kind, conv_mode, null_key, frontend) of the encoder variants the leak probe compares;
+# with a front-end the inputs are position-free filterbank frames (4 per token) instead of tokens.
 LEAK_VARIANTS = (
-    ("transformer", "transformer", "off", False),
-    ("transformer + null key", "transformer", "off", True),
-    ("conformer conv on", "conformer", "on", False),
-    ("conformer conv shuffled", "conformer", "shuffled", False),
-    ("conformer conv off", "conformer", "off", False),
+    ("transformer", "transformer", "off", False, None),
+    ("transformer + null key", "transformer", "off", True, None),
+    ("conformer conv on", "conformer", "on", False, None),
+    ("conformer conv shuffled", "conformer", "shuffled", False, None),
+    ("conformer conv off", "conformer", "off", False, None),
+    ("patch front-end + transformer", "transformer", "off", False, "patch"),
+    ("conv front-end + transformer", "transformer", "off", False, "conv"),
 )
+LEAK_FRAMES_PER_TOKEN = 4
+LEAK_N_MELS = 80
 
 
 def blind_position_error(lengths: torch.Tensor) -> float:
@@ -71,16 +76,18 @@ def blind_position_error(lengths: torch.Tensor) -> float:
 
 def leak_inputs(
     kind: str, batch: int, d_model: int, min_len: int, max_len: int, generator: torch.Generator,
-    constant: torch.Tensor | None = None,
+    constant: torch.Tensor | None = None, multiple: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, D) tokens without position information and their (B,) lengths.
 
     ``"gaussian"``: i.i.d. N(0, 1) tokens; ``"constant"``: the vector ``constant`` at every
-    valid token. Padding is zero. Lengths are uniform in [min_len, max_len].
+    valid token. Padding is zero. Lengths are uniform in [min_len, max_len], multiples of
+    ``multiple`` (frames that make whole tokens).
     """
     if kind not in INPUTS:
         raise ValueError(f"inputs must be one of {INPUTS}, got {kind!r}")
-    lengths = torch.randint(min_len, max_len + 1, (batch,), generator=generator)
+    lengths = torch.randint(min_len // multiple, max_len // multiple + 1, (batch,), generator=generator)
+    lengths = lengths * multiple
     length = int(lengths.max())
     if kind == "gaussian":
         x = torch.randn(batch, length, d_model, generator=generator)
@@ -108,6 +115,7 @@ def measure_leak(
     lr: float = 1e-2,
     eval_batches: int = 8,
     seed: int = 0,
+    frontend: str | None = None,
 ) -> dict:
     """Train a linear position head on a frozen random encoder's outputs; score it.
 
@@ -120,6 +128,9 @@ def measure_leak(
         ``"gaussian"`` (i.i.d. tokens) or ``"constant"`` (one token repeated).
     context_ratio : float, optional
         Fraction of tokens kept as keys/values (sampled per batch); None: full context.
+    frontend : str, optional
+        ``"patch"`` or ``"conv"``: a random front-end (as ``build_speech_encoder`` makes it) in
+        front of the encoder, fed 80-channel frames, 4 per token (lengths in tokens as given).
     steps : int
         Adam steps of the head, each on a fresh batch.
     eval_batches : int
@@ -137,15 +148,16 @@ def measure_leak(
         torch.manual_seed(seed)
         return _measure_leak(
             kind, conv_mode, null_key, inputs, context_ratio, steps, d_model, nhead, d_ffn,
-            num_layers, kernel_size, min_len, max_len, batch, lr, eval_batches, seed,
+            num_layers, kernel_size, min_len, max_len, batch, lr, eval_batches, seed, frontend,
         )
 
 
 def _measure_leak(
     kind, conv_mode, null_key, inputs, context_ratio, steps, d_model, nhead, d_ffn, num_layers,
-    kernel_size, min_len, max_len, batch, lr, eval_batches, seed,
+    kernel_size, min_len, max_len, batch, lr, eval_batches, seed, frontend,
 ) -> dict:
     from speechpos.speech.encoder import build_encoder
+    from speechpos.speech.model import build_speech_encoder
 
     g = torch.Generator().manual_seed(seed)
     encoder = build_encoder(
@@ -157,10 +169,23 @@ def _measure_leak(
     head = PositionHead(d_model, max_len)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     loss_fn = PositionLoss(loss_on="all")
-    constant = torch.randn(d_model, generator=g)
+    step = LEAK_FRAMES_PER_TOKEN if frontend else 1
+    width = LEAK_N_MELS if frontend else d_model
+    embed = None
+    if frontend:
+        embed = build_speech_encoder(
+            n_mels=width, patch_frames=step, num_layers=1, d_model=d_model, nhead=nhead,
+            d_ffn=d_model, dropout=0.0, frontend=frontend,
+        ).patch_embedding.eval()
+    constant = torch.randn(width, generator=g)
 
     def batch_features():
-        x, lengths = leak_inputs(inputs, batch, d_model, min_len, max_len, g, constant)
+        x, lengths = leak_inputs(
+            inputs, batch, width, min_len * step, max_len * step, g, constant, multiple=step
+        )
+        if embed is not None:
+            with torch.no_grad():
+                x, lengths = embed(x, lengths / x.shape[1])
         ctx = None
         if context_ratio is not None and context_ratio < 1.0:
             ctx = sample_context(lengths, context_ratio, generator=g)

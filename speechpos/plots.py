@@ -25,6 +25,7 @@ Example
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,28 @@ def read_train_log(path: str | Path) -> list[dict]:
             else:
                 others.append(rec)
     return [by_epoch[e] for e in sorted(by_epoch)] + others
+
+
+def example_pairs(wer_file: Path, count: int) -> list[tuple[str, str, str]]:
+    """(utterance, reference, hypothesis) of the first ``count`` utterances of a SpeechBrain
+    ``wer_<split>.txt`` alignment file (its ``<eps>`` placeholders dropped).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "wer.txt"
+    >>> _ = path.write_text("u1, %WER 50.00 [ 1 / 2, 0 ins, 0 del, 1 sub ]\\nA ; B\\n= ; x\\nA ; C\\n")
+    >>> example_pairs(path, 1)
+    [('u1', 'A B', 'A C')]
+    """
+    pairs, lines = [], wer_file.read_text().splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\S+), %WER", line)
+        if match and i + 3 < len(lines):
+            ref = " ".join(w.strip() for w in lines[i + 1].split(";") if w.strip() != "<eps>")
+            hyp = " ".join(w.strip() for w in lines[i + 3].split(";") if w.strip() != "<eps>")
+            pairs.append((match.group(1), ref, hyp))
+            if len(pairs) == count:
+                break
+    return pairs
 
 
 def series(records: list[dict], stage: str, key: str) -> tuple[list, list]:
@@ -278,8 +301,8 @@ def epoch_table(records: list[dict]) -> str:
 
 
 def plot_quality_vs_time(points: dict[str, list[tuple[float, float, float]]], path: str | Path,
-                         title: str | None = None) -> Path:
-    """WER and CER against pretraining time, one line per pretrainer.
+                         title: str | None = None, xlabel: str = "pretraining time (min)") -> Path:
+    """WER and CER against (pre)training time in minutes, one line per method.
 
     ``points`` maps a method name to (pretraining seconds, WER, CER) triples; a method with a
     single point at 0 s (from scratch) is drawn as a horizontal reference line.
@@ -301,7 +324,7 @@ def plot_quality_vs_time(points: dict[str, list[tuple[float, float, float]]], pa
                 continue
             ax.plot([p[0] / 60 for p in pts], [p[column] for p in pts], "o-", label=name)
         ax.set_xlim(0, longest / 60 * 1.05)
-        ax.set_xlabel("pretraining time (min)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

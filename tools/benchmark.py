@@ -34,14 +34,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "recipes" / "LibriSpeech"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -51,6 +48,8 @@ from speechpos.plots import (  # noqa: E402
     read_train_log,
     write_report,
 )
+from speechpos.recipes import PRETRAINED_ARCHITECTURE  # noqa: E402
+from speechpos.runs import Run, run_all  # noqa: E402
 
 PRESETS = {
     # 2 CPU cores, about an hour: 6-layer d144 encoder, 7 min pretraining, 500 CTC steps.
@@ -62,54 +61,6 @@ PRESETS = {
                   model=["--num_layers=2", "--d_model=32", "--nhead=4", "--d_ffn=64"]),
 }
 LOW_LABEL_SECONDS = {"10s": 10.0, "30s": 30.0, "10min": 600.0, "1h": 3600.0, "10h": 36000.0}
-
-
-@dataclass
-class Run:
-    """One recipe invocation of the benchmark."""
-
-    name: str
-    script: str
-    hparams: str
-    args: list[str]
-    out: Path
-    done_file: str
-    info: dict = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return (self.out / self.done_file).is_file()
-
-
-def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
-    """Run the recipes ``jobs`` at a time (in list order); exit if one fails."""
-    pending = [r for r in runs if not r.done]
-    for r in runs:
-        if r.done:
-            print(f"  {r.name}: done already, kept", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    active: list[tuple[Run, subprocess.Popen, float, object]] = []
-    while pending or active:
-        while pending and len(active) < jobs:
-            r = pending.pop(0)
-            log = open(logs / f"{r.name}.log", "w")
-            cmd = [sys.executable, str(RECIPES / r.script), r.hparams, *r.args, f"--output_folder={r.out}"]
-            proc = subprocess.Popen(cmd, cwd=RECIPES, stdout=log, stderr=subprocess.STDOUT, env=env)
-            active.append((r, proc, time.time(), log))
-            print(f"  {r.name}: started", flush=True)
-        time.sleep(1.0)
-        for item in list(active):
-            r, proc, start, log = item
-            if proc.poll() is None:
-                continue
-            log.close()
-            active.remove(item)
-            if proc.returncode != 0:
-                for _, other, _, _ in active:
-                    other.terminate()
-                sys.exit(f"{r.name} failed (exit {proc.returncode}); see {logs / (r.name + '.log')}")
-            r.info["wall_s"] = round(time.time() - start, 1)
-            print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
 
 
 def pretext_accuracy(out: Path) -> tuple[float | None, float | None]:
@@ -144,11 +95,16 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--device", default="cpu", help="cpu, or cuda:0 for a GPU column")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 only where the device has native bf16 (speechpos.precision)")
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
 
     preset = PRESETS[args.preset]
+    from speechpos.precision import choose_precision
+
+    args.precision, reason = choose_precision(args.precision, args.device)
+    print(f"precision {args.precision} ({reason})", flush=True)
     minutes = args.pretrain_minutes or preset["pretrain_minutes"]
     steps = args.ctc_steps or preset["ctc_steps"]
     budgets = args.budgets or preset["budgets"]
@@ -210,7 +166,9 @@ def main(argv=None) -> int:
 
     half = f"encoder_at_{budget_s / 2:g}s.ckpt"
     largest = max(budgets, key=LOW_LABEL_SECONDS.get)
-    ctc_common = [*common, "--number_of_epochs=100000", f"--optimizer_step_limit={steps}",
+    # Every CTC row fine-tunes the pretraining architecture (same encoder body for all rows).
+    architecture = [a for a in PRETRAINED_ARCHITECTURE if not a.startswith("--position_embedding")]
+    ctc_common = [*common, *architecture, "--number_of_epochs=100000", f"--number_of_steps={steps}",
                   f"--train_samples_per_epoch={preset['ctc_every']}", "--lr=0.002",
                   f"--warmup_steps={max(steps // 6, 1)}", "--select_on=CER", "--ckpt_interval_minutes=0"]
 

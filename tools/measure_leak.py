@@ -1,7 +1,8 @@
 """Position-leak probe: can a linear head read token positions off a *random* speech encoder?
 
 For each encoder variant (transformer; transformer with a null key; conformer with its
-convolution on, shuffled, off), a randomly initialised encoder is frozen (eval mode) and fed
+convolution on, shuffled, off; a transformer behind the patch or the convolutional front-end,
+fed filterbank-like frames), a randomly initialised encoder is frozen (eval mode) and fed
 inputs that carry no position information: i.i.d. Gaussian tokens, or one constant token
 repeated, of random lengths (``--min-len``..``--max-len``). Only a linear ``PositionHead`` is
 trained on its outputs (Adam, a fresh batch every step), then scored on fresh batches, with
@@ -41,7 +42,7 @@ HEADERS = [
     "chance error", "blind error", "head loss",
 ]
 SHORT = {"transformer": 0, "transformer-null": 1, "conformer-on": 2, "conformer-shuffled": 3,
-         "conformer-off": 4}
+         "conformer-off": 4, "patch-frontend": 5, "conv-frontend": 6}
 
 
 def main(argv=None) -> int:
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
         contexts.append(ratio)
 
     rows = []
-    for name, kind, conv_mode, null_key in variants:
+    for name, kind, conv_mode, null_key, frontend in variants:
         for inputs in args.inputs:
             for ratio in contexts:
                 start = time.time()
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
                     d_model=args.d_model, nhead=args.heads, num_layers=args.layers,
                     kernel_size=args.kernel_size, min_len=args.min_len, max_len=args.max_len,
                     batch=args.batch, lr=args.lr, eval_batches=args.eval_batches, seed=args.seed,
+                    frontend=frontend,
                 )
                 p = r["chance_accuracy"]
                 z = (r["accuracy"] - p) / math.sqrt(max(p * (1 - p), 1e-12) / r["tokens"])

@@ -139,3 +139,22 @@ def test_bench_script_quick_writes_markdown(tmp_path, capsys, keep_threads):
     assert "| transformer | gathered | bf16 | 0.1 |" in text
     assert text.count("\n| transformer |") == 16
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_leak_probe_front_ends_add_no_position_to_a_transformer():
+    for frontend in ("patch", "conv"):
+        r = measure_leak("transformer", inputs="constant", frontend=frontend, **TINY_LEAK)
+        assert abs(r["accuracy"] - r["chance_accuracy"]) < 0.03, frontend
+        assert r["position_error"] > 0.9 * r["blind_position_error"], frontend
+
+
+def test_ctc_step_bench_quick_writes_its_table(tmp_path):
+    bench = load_tool("bench_ctc_step")
+    out = tmp_path / "ctc.md"
+    assert bench.main(["--quick", "--threads", "1", "--precisions", "fp32",
+                       "--variants", "baseline (ctc.yaml)", "patch front-end, learned PE",
+                       "--out", str(out)]) == 0
+    rows = __import__("json").loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["baseline (ctc.yaml)", "patch front-end, learned PE"]
+    assert all(r["audio_s_per_s"] > 0 and r["threads"] == 1 for r in rows)
+    assert "| baseline (ctc.yaml) |" in out.read_text()

@@ -1,0 +1,74 @@
+"""Running recipes as subprocesses, a few at a time: what the demo and the benchmarks share.
+
+A :class:`Run` is one recipe invocation with its output folder and the file that marks it done;
+:func:`run_all` starts them in list order, ``jobs`` at a time with ``threads`` torch threads
+each, skips finished ones (so a rerun resumes) and stops everything when one fails. A run
+that needs another's output is listed after it: it starts only when a slot frees up.
+
+Example
+-------
+>>> r = Run("ctc", "asr_ctc.py", "hparams/ctc.yaml", ["--seed=1"], Path("/nonexistent"), "results.json")
+>>> r.done
+False
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech"
+
+
+@dataclass
+class Run:
+    """One recipe invocation (``recipes/LibriSpeech/<script> <hparams> <args>``)."""
+
+    name: str
+    script: str
+    hparams: str
+    args: list[str]
+    out: Path
+    done_file: str
+    info: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return (self.out / self.done_file).is_file()
+
+
+def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
+    """Run the recipes ``jobs`` at a time (in list order); exit if one fails."""
+    pending = [r for r in runs if not r.done]
+    for r in runs:
+        if r.done:
+            print(f"  {r.name}: done already, kept", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    active: list[tuple[Run, subprocess.Popen, float, object]] = []
+    while pending or active:
+        while pending and len(active) < jobs:
+            r = pending.pop(0)
+            log = open(logs / f"{r.name}.log", "w")
+            cmd = [sys.executable, str(RECIPES / r.script), r.hparams, *r.args, f"--output_folder={r.out}"]
+            proc = subprocess.Popen(cmd, cwd=RECIPES, stdout=log, stderr=subprocess.STDOUT, env=env)
+            active.append((r, proc, time.time(), log))
+            print(f"  {r.name}: started", flush=True)
+        time.sleep(1.0)
+        for item in list(active):
+            r, proc, start, log = item
+            if proc.poll() is None:
+                continue
+            log.close()
+            active.remove(item)
+            if proc.returncode != 0:
+                for _, other, _, _ in active:
+                    other.terminate()
+                sys.exit(f"{r.name} failed (exit {proc.returncode}); see {logs / (r.name + '.log')}")
+            r.info["wall_s"] = round(time.time() - start, 1)
+            print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
+
+
