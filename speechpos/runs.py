@@ -72,3 +72,15 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
             print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
 
 
+
+
+def made_corpus(corpus: Path, size: str, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
+    """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes) and write its
+    CSV manifests into ``prep`` (both skipped when done); returns ``prep``."""
+    from speechpos.data.corpus import make_corpus
+    from speechpos.data.librispeech import prepare_librispeech
+
+    make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
+    prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],
+                        te_splits=["test-clean"], low_label=low_label, progress=False)
+    return prep

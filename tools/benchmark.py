@@ -49,7 +49,7 @@ from speechpos.plots import (  # noqa: E402
     write_report,
 )
 from speechpos.recipes import PRETRAINED_ARCHITECTURE  # noqa: E402
-from speechpos.runs import Run, run_all  # noqa: E402
+from speechpos.runs import Run, made_corpus, run_all  # noqa: E402
 
 PRESETS = {
     # 2 CPU cores, about an hour: 6-layer d144 encoder, 7 min pretraining, 500 CTC steps.
@@ -119,16 +119,10 @@ def main(argv=None) -> int:
     t0 = time.time()
 
     from speechpos.bench import matmul_ceiling
-    from speechpos.data.corpus import make_corpus
-    from speechpos.data.librispeech import prepare_librispeech
 
     print(f"[1/4] corpus ({preset['size']}) -> {corpus}", flush=True)
-    make_corpus(corpus, size=preset["size"], seed=args.seed, jobs=max(args.jobs * args.threads, 1),
-                progress=False)
-    prep = out / "prep"
-    prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],
-                        te_splits=["test-clean"],
-                        low_label={b: LOW_LABEL_SECONDS[b] for b in budgets}, progress=False)
+    prep = made_corpus(corpus, preset["size"], args.seed, max(args.jobs * args.threads, 1),
+                       out / "prep", low_label={b: LOW_LABEL_SECONDS[b] for b in budgets})
 
     import torch
 

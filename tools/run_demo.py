@@ -1,56 +1,50 @@
 #!/usr/bin/env python3
 """The main job end to end on the default generated corpus, on CPU:
 
-1. make the default corpus (LibriSpeech layout, text-to-speech, ~25 min of audio);
-2. pretrain an unpositioned transformer by position prediction (recipes/LibriSpeech/pretrain.py);
-3. fine-tune with CTC from scratch and from the pretrained encoder (asr_ctc.py);
-4. print (and write to <out>/results.md) a WER/CER table, scratch vs pretrained.
+1. make the default corpus (LibriSpeech layout, text-to-speech: 2 h train, 6 min dev and test,
+   every split with its own speakers and texts);
+2. pretrain an unpositioned transformer by position prediction (recipes/LibriSpeech/pretrain.py),
+   while the from-scratch CTC baseline trains beside it (asr_ctc.py with hparams/ctc.yaml);
+3. fine-tune the pretrained encoder with CTC (the same number of steps);
+4. print (and write to <out>/results.md) a WER/CER table, greedy and with the n-gram LM built
+   from the training transcripts, and a few reference/hypothesis pairs of test-clean.
 
     python tools/run_demo.py                 # ~20 min on 2 CPU cores
-    python tools/run_demo.py --no-pe         # also the rows fine-tuned without position embedding
+    python tools/run_demo.py --no-pe         # also the MP3 row fine-tuned without position embedding
     python tools/run_demo.py --quick         # tiny corpus and model, ~2 min: checks the plumbing
+
+Finished runs are kept: a rerun resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "recipes" / "LibriSpeech"
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
+from speechpos.plots import example_pairs, markdown_table  # noqa: E402
+from speechpos.recipes import PRETRAINED_ARCHITECTURE  # noqa: E402
+from speechpos.runs import Run, run_all  # noqa: E402
 
-def run(script: str, hparams: str, args: list[str], log: Path) -> float:
-    """Run a recipe, its output into ``log``; returns wall seconds; exits on failure."""
-    start = time.time()
-    with open(log, "w") as f:
-        proc = subprocess.run(
-            [sys.executable, str(RECIPES / script), hparams, *args],
-            cwd=RECIPES, stdout=f, stderr=subprocess.STDOUT,
-        )
-    if proc.returncode != 0:
-        sys.exit(f"{script} failed (exit {proc.returncode}); see {log}")
-    return time.time() - start
+QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
 
 
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| run | pretraining | PE at fine-tune | dev-clean WER | dev-clean CER | test-clean WER | test-clean CER | fine-tune wall (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    headers = ["run", "encoder", "pretraining", "PE at fine-tune", "steps", "dev WER", "dev CER",
+               "test WER", "test CER", "test WER + LM", "test CER + LM", "train min"]
+    body = []
     for r in rows:
-        res = r["results"]
-        lines.append(
-            f"| {r['name']} | {r['pretraining']} | {r['pe']} | {res['dev-clean']['WER']:.1f} | "
-            f"{res['dev-clean']['CER']:.1f} | {res['test-clean']['WER']:.1f} | "
-            f"{res['test-clean']['CER']:.1f} | {r['wall']:.0f} |"
-        )
-    return "\n".join(lines)
+        dev, test = r["results"]["dev-clean"], r["results"]["test-clean"]
+        body.append([r["name"], r["encoder"], r["pretraining"], r["pe"], test["steps_trained"],
+                     dev["WER"], dev["CER"], test["WER"], test["CER"], test.get("WER_lm", ""),
+                     test.get("CER_lm", ""), round(test.get("train_seconds", 0) / 60, 1)])
+    return markdown_table(headers, body)
 
 
 def main(argv=None) -> int:
@@ -59,9 +53,11 @@ def main(argv=None) -> int:
     p.add_argument("--corpus", default="data/LibriSpeech")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--quick", action="store_true", help="tiny corpus and model (plumbing check)")
-    p.add_argument("--no-pe", action="store_true", help="also fine-tune without position embedding")
-    p.add_argument("--pretrain-epochs", type=int, default=None)
-    p.add_argument("--ctc-epochs", type=int, default=None)
+    p.add_argument("--no-pe", action="store_true", help="also fine-tune MP3 without position embedding")
+    p.add_argument("--pretrain-minutes", type=float, default=None)
+    p.add_argument("--ctc-steps", type=int, default=None, help="optimizer steps of every CTC run")
+    p.add_argument("--examples", type=int, default=4, help="reference/hypothesis pairs printed")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = p.parse_args(argv)
 
     from speechpos.data.corpus import make_corpus
@@ -72,13 +68,9 @@ def main(argv=None) -> int:
         corpus = corpus.with_name(corpus.name + "-tiny")
     out.mkdir(parents=True, exist_ok=True)
     size = "tiny" if args.quick else "default"
-    model = (
-        ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128", "--batch_size=4"]
-        if args.quick
-        else ["--num_layers=4", "--d_model=144", "--nhead=4", "--d_ffn=576", "--batch_size=8"]
-    )
-    pretrain_epochs = args.pretrain_epochs or (4 if args.quick else 40)
-    ctc_epochs = args.ctc_epochs or (4 if args.quick else 40)
+    minutes = args.pretrain_minutes or (0.1 if args.quick else 5.0)
+    steps = args.ctc_steps or (12 if args.quick else 1500)
+    model = QUICK_MODEL if args.quick else []
     common = [f"--data_folder={corpus}", f"--seed={args.seed}", *model]
 
     t0 = time.time()
@@ -86,38 +78,54 @@ def main(argv=None) -> int:
     make_corpus(corpus, size=size, seed=args.seed, jobs=2, progress=False)
     print(f"      {time.time() - t0:.0f} s", flush=True)
 
-    print(f"[2/3] position-prediction pretraining, {pretrain_epochs} epochs", flush=True)
     pp_out = out / "pretrain"
-    wall = run(
-        "pretrain.py", "hparams/pp.yaml",
-        [*common, f"--output_folder={pp_out}", f"--number_of_epochs={pretrain_epochs}",
-         "--warmup_steps=200", "--lr=0.002", "--context_ratio=0.5", "--sigma_start=8", "--sigma_end=1"],
-        out / "pretrain.log",
-    )
-    print(f"      {wall:.0f} s; log {pp_out / 'train_log.txt'}", flush=True)
-
-    variants = [("scratch", None, True), ("mp3", pp_out / "encoder.ckpt", True)]
+    ctc_common = [*common, f"--number_of_steps={steps}", "--lm_decoding=True"]
+    if args.quick:
+        ctc_common += ["--max_batch_length_train=10", "--warmup_steps=4"]
+    rows = [
+        ("scratch", "6-layer conformer (ctc.yaml)", "none", "sinusoidal", None, []),
+        ("mp3", "6-layer transformer (pp.yaml)", "MP3", "zero-init", pp_out,
+         ["--position_embedding=learned"]),
+    ]
     if args.no_pe:
-        variants += [("scratch-noPE", None, False), ("mp3-noPE", pp_out / "encoder.ckpt", False)]
-    rows = []
-    for i, (name, ckpt, pe) in enumerate(variants):
-        print(f"[3/3] CTC fine-tuning {i + 1}/{len(variants)}: {name}, {ctc_epochs} epochs", flush=True)
-        run_out = out / f"ctc_{name}"
-        extra = [f"--pretrained_encoder={ckpt}"] if ckpt else []
-        wall = run(
-            "asr_ctc.py", "hparams/ctc.yaml",
-            [*common, f"--output_folder={run_out}", f"--number_of_epochs={ctc_epochs}",
-             "--warmup_steps=200", "--lr=0.002", f"--position_embedding={pe}", *extra],
-            out / f"ctc_{name}.log",
-        )
-        results = json.loads((run_out / "results.json").read_text())
-        rows.append({"name": name, "pretraining": "MP3" if ckpt else "none",
-                     "pe": "zero-init" if pe else "none", "results": results, "wall": wall})
-        print(f"      {wall:.0f} s; test-clean WER {results['test-clean']['WER']:.1f}", flush=True)
+        rows.append(("mp3-noPE", "6-layer transformer (pp.yaml)", "MP3", "none", pp_out,
+                     ["--position_embedding=none"]))
+    pretrain = Run(
+        "pretrain", "pretrain.py", "hparams/pp.yaml",
+        [*common, "--number_of_epochs=100000", f"--max_train_seconds={minutes * 60:g}",
+         "--warmup_steps=200", "--lr=0.002", "--context_ratio=0.5", "--sigma_start=8",
+         "--sigma_end=1", *(["--batch_size=4"] if args.quick else [])],
+        pp_out, "pretrain_summary.json",
+    )
+    runs = [pretrain]
+    for name, _, _, _, encoder, extra in rows:
+        arch = []
+        if encoder is not None:
+            arch = [a for a in PRETRAINED_ARCHITECTURE if not a.startswith("--position_embedding")]
+            arch += [f"--pretrained_encoder={encoder / 'encoder.ckpt'}"]
+        runs.append(Run(f"ctc_{name}", "asr_ctc.py", "hparams/ctc.yaml",
+                        [*ctc_common, *arch, *extra], out / f"ctc_{name}", "results.json"))
+    # Two at a time, one thread each: pretraining beside the scratch baseline, then the
+    # fine-tuning of the pretrained encoder(s) as soon as pretraining is done.
+    print(f"[2/3] position-prediction pretraining ({minutes:g} min) beside CTC from scratch "
+          f"({steps} steps); then CTC from the pretrained encoder ({steps} steps)", flush=True)
+    run_all(runs, jobs=args.jobs, threads=1, logs=out)
 
-    text = table(rows)
-    (out / "results.md").write_text(text + f"\n\ntotal wall time {time.time() - t0:.0f} s\n")
-    print("\n" + text + f"\n\ntotal wall time {time.time() - t0:.0f} s; written to {out / 'results.md'}")
+    results = []
+    for name, encoder_desc, pretraining, pe, _, _ in rows:
+        res = json.loads((out / f"ctc_{name}" / "results.json").read_text())
+        results.append({"name": name, "encoder": encoder_desc, "pretraining": pretraining,
+                        "pe": pe, "results": res})
+    best = min(results, key=lambda r: r["results"]["test-clean"]["WER"])
+    pairs = example_pairs(out / f"ctc_{best['name']}" / "wer_test-clean.txt", args.examples)
+    examples = "\n".join(f"  REF: {ref}\n  HYP: {hyp}\n" for _, ref, hyp in pairs)
+    text = (
+        table(results)
+        + f"\n\ntest-clean examples ({best['name']}, greedy):\n\n{examples}"
+        + f"\ntotal wall time {time.time() - t0:.0f} s\n"
+    )
+    (out / "results.md").write_text(text)
+    print("[3/3] results\n\n" + text + f"written to {out / 'results.md'}")
     return 0
 
 

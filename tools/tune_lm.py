@@ -44,13 +44,33 @@ def dev_log_probs(model: SpeechModel, csv: str, batch_size: int = 8):
     return batches
 
 
-def wer(batches, decode) -> float:
-    """WER (%) of ``decode(log_probs, lengths)`` over the batches (SpeechBrain's ErrorRateStats)."""
-    stats = ErrorRateStats()
+def wer(batches, decode, cer: bool = False) -> float:
+    """WER (%) of ``decode(log_probs, lengths)`` over the batches (SpeechBrain's ErrorRateStats);
+    CER with ``cer``."""
+    stats = ErrorRateStats(split_tokens=cer)
     for ids, refs, log_probs, lengths in batches:
         hyps = decode(log_probs, lengths)
         stats.append(ids, [h.split() for h in hyps], [r.split() for r in refs])
     return stats.summarize("error_rate")
+
+
+def run_lm(model: SpeechModel, run: str | Path):
+    """(arpa, lexicon) of a run's LM, built as ``asr_ctc.py --lm_decoding=True`` builds it."""
+    hp = model.hparams
+    sentences, source = lm_sentences(hp.get("lm_text"), hp["train_csv"])
+    arpa, lexicon = build_lm_files(
+        str(Path(run) / "save"), sentences, model.tokenizer, hp.get("lm_order", 3), source
+    )
+    return arpa, lexicon, source
+
+
+def grid(model, batches, arpa, lexicon, weights, scores, beam_size=50) -> dict:
+    """{(lm_weight, word_score): WER} over ``batches``."""
+    return {
+        (w, s): wer(batches, LMDecoder(model.tokenizer, arpa, lexicon, w, s, beam_size))
+        for w in weights
+        for s in scores
+    }
 
 
 def main(argv=None) -> int:
@@ -68,19 +88,11 @@ def main(argv=None) -> int:
     if model.tokenizer is None:
         raise RunError(f"{args.run}: a pretraining run has no CTC layer to decode")
     hp = model.hparams
-    sentences, source = lm_sentences(hp.get("lm_text"), hp["train_csv"])
-    arpa, lexicon = build_lm_files(
-        str(Path(args.run) / "save"), sentences, model.tokenizer, hp.get("lm_order", 3), source
-    )
+    arpa, lexicon, source = run_lm(model, args.run)
     batches = dev_log_probs(model, args.csv or hp["valid_csv"], args.batch_size)
     print(f"dev: {args.csv or hp['valid_csv']}, LM: {arpa} ({source})")
     print(f"greedy WER: {wer(batches, lambda lp, n: greedy_decode(lp, n, model.tokenizer)):.2f}")
-
-    table = {}
-    for weight in args.lm_weights:
-        for score in args.word_scores:
-            decoder = LMDecoder(model.tokenizer, arpa, lexicon, weight, score, args.beam_size)
-            table[weight, score] = wer(batches, decoder)
+    table = grid(model, batches, arpa, lexicon, args.lm_weights, args.word_scores, args.beam_size)
     print("| lm_weight \\ word_score | " + " | ".join(f"{s:g}" for s in args.word_scores) + " |")
     print("|---" * (len(args.word_scores) + 1) + "|")
     for weight in args.lm_weights:

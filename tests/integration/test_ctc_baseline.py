@@ -30,6 +30,9 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     assert test["steps_trained"] == 40 and test["train_seconds"] > 0
     assert test["train_audio_s_per_s"] > 0 and test["precision"] in ("fp32", "bf16")
     assert 0 <= test["WER_lm"] and test["lm_text_overlap"]["sentences"] == 0
+    tuned = report["lm_tuned_on_dev"]
+    assert len(tuned["grid"]) == 20 and tuned["dev_WER_lm"] == min(g["dev_WER"] for g in tuned["grid"])
+    assert 0 <= tuned["test_WER_lm"] and "tuned on dev-clean" in (docs / "ctc_baseline.md").read_text()
     curve = report["curve"]
     assert len(curve) >= 5
     assert [c["train_seconds"] for c in curve] == sorted(c["train_seconds"] for c in curve)
@@ -41,7 +44,7 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     epochs = [r for r in read_train_log(tmp_path / "out" / "run" / "train_log.txt") if "epoch" in r]
     assert epochs[-1]["train"]["loss"] < 0.7 * epochs[0]["train"]["loss"]
     assert epochs[-1]["valid"]["loss"] < epochs[0]["valid"]["loss"]
-    assert "frontend: conv" in (tmp_path / "out" / "run" / "hyperparams.yaml").read_text()
+    assert "position_embedding: sinusoidal" in (tmp_path / "out" / "run" / "hyperparams.yaml").read_text()
     assert "precision " in (tmp_path / "out" / "run" / "log.txt").read_text()  # auto's choice logged
 
     again = subprocess.run(  # a finished run is reported again, not retrained
@@ -64,13 +67,13 @@ def test_asr_ctc_without_an_hparams_file_uses_ctc_yaml(tmp_path):
     proc = run_ctc(f"--output_folder={tmp_path / 'out'}", f"--data_folder={missing}")
     assert proc.returncode == 2
     assert f"data_folder {missing} does not exist" in proc.stderr
-    assert "frontend: conv" in (tmp_path / "out" / "hyperparams.yaml").read_text()
+    assert "position_embedding: sinusoidal" in (tmp_path / "out" / "hyperparams.yaml").read_text()
 
 
-def test_a_pretrained_encoder_needs_the_patch_frontend(tiny_librispeech, tmp_path):
+def test_a_pretrained_encoder_is_refused_behind_the_conv_frontend(tiny_librispeech, tmp_path):
     proc = run_ctc(
         "hparams/ctc.yaml", f"--output_folder={tmp_path / 'out'}", f"--data_folder={tiny_librispeech}",
-        f"--pretrained_encoder={tmp_path / 'encoder.ckpt'}", *SMALL,
+        f"--pretrained_encoder={tmp_path / 'encoder.ckpt'}", "--frontend=conv", *SMALL,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (

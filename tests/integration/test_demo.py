@@ -1,0 +1,25 @@
+"""tools/run_demo.py --quick: the README's main job end to end on a tiny corpus and model."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_quick_trains_both_rows_and_prints_examples(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--out", str(tmp_path / "demo"),
+         "--corpus", str(tmp_path / "LibriSpeech"), "--examples", "2"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (tmp_path / "demo" / "results.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| scratch") or line.startswith("| mp3")]
+    assert len(rows) == 2 and all("| 12 |" in r for r in rows)  # both rows trained 12 steps
+    assert text.count("REF: ") == 2 and text.count("HYP: ") == 2
+    assert (tmp_path / "demo" / "pretrain" / "encoder.ckpt").is_file()
+    assert (tmp_path / "LibriSpeech-tiny" / "corpus.json").is_file()
+    assert "[3/3] results" in proc.stdout
