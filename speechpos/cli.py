@@ -1,7 +1,8 @@
-"""``speechpos`` command line: transcribe audio or extract features with a trained run.
+"""``speechpos`` command line: transcribe audio, extract features, or spot keywords with a trained run.
 
     speechpos transcribe results/ctc/transformer/1234 a.flac b.wav recordings/
     speechpos features results/ctc/transformer/1234 a.flac --layer 3 --out a.npy
+    speechpos keyword results/SpeechCommands/kwt/1986 a.wav     # prints a.wav<TAB>yes<TAB>0.93
 
 Audio of any sample rate and channel count (FLAC, WAV, OGG, MP3, ...) is downmixed to mono
 and resampled to the run's rate (16 kHz); each converted file is reported on stderr, e.g.
@@ -38,8 +39,15 @@ def main(argv=None) -> int:
     f.add_argument("--out", required=True, help="where to write the (tokens, d_model) array")
     f.add_argument("--device", default="cpu")
     t.add_argument("--device", default="cpu")
+    k = sub.add_parser("keyword", help="print '<file>\t<keyword>\t<probability>' for each audio file")
+    k.add_argument("run", help="output folder of recipes/SpeechCommands/train.py")
+    k.add_argument("audio", nargs="+", help="audio files or folders (any rate/channels: 16 kHz mono)")
+    k.add_argument("--top", type=int, default=1, help="print this many best classes per file")
+    k.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     _log_conversions()
+    if args.command == "keyword":
+        return _keyword(args)
     try:
         model = SpeechModel.from_run(args.run, device=args.device)
         if args.command == "transcribe":
@@ -50,6 +58,21 @@ def main(argv=None) -> int:
             np.save(args.out, feats)
             print(f"{args.out}: {feats.shape[0]} tokens x {feats.shape[1]} features")
     except (RunError, AudioError, CheckpointMismatchError, ValueError) as err:
+        print(f"speechpos: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _keyword(args) -> int:
+    """The ``keyword`` subcommand (:class:`speechpos.keyword.KeywordSpotter`)."""
+    from speechpos.keyword import KeywordSpotter
+
+    try:
+        spotter = KeywordSpotter.from_run(args.run, device=args.device)
+        for path in list_audio(args.audio):
+            best = spotter.classify_file(path, top=args.top)
+            print(path, *(f"{label}\t{prob:.3f}" for label, prob in best), sep="\t", flush=True)
+    except (RunError, AudioError, ValueError) as err:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -329,3 +329,39 @@ def plot_quality_vs_time(points: dict[str, list[tuple[float, float, float]]], pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path, title)
+
+
+def plot_class_confusion(
+    matrix: np.ndarray, labels: list[str], path: str | Path, title: str | None = None
+) -> Path:
+    """Heatmap of a classifier's confusion (row = true class, column = predicted class),
+    rows normalised, with the counts written in the cells (e.g. keyword spotting).
+
+    >>> import tempfile, os
+    >>> p = plot_class_confusion(np.array([[3, 1], [0, 4]]), ["yes", "no"],
+    ...                          os.path.join(tempfile.mkdtemp(), "c.png"))
+    >>> p.suffix
+    '.png'
+    """
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    if matrix.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix of shape {matrix.shape} for {len(labels)} labels")
+    probs = np.nan_to_num(normalize_rows(matrix))
+    size = 2.0 + 0.45 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(probs, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if matrix[i, j]:
+                colour = "white" if probs[i, j] > 0.5 else "black"
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = int(matrix.sum())
+    acc = float(np.trace(matrix)) / total if total else math.nan
+    ax.set_title(title or f"accuracy {acc:.3f} on {total} clips", fontsize=10)
+    fig.colorbar(im, ax=ax, label="P(predicted | true)")
+    return _save(fig, path)

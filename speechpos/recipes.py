@@ -132,6 +132,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input (files, configs, checkpoints), not a bug: the recipes
     print their message without a traceback."""
     from speechpos.data.librispeech import DataPreparationError
+    from speechpos.data.speech_commands import SpeechCommandsError
     from speechpos.speech.audio import AudioError
     from speechpos.speech.ctc import CTCAlignmentError, TranscriptError
     from speechpos.speech.lm import LMTextError
@@ -139,7 +140,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
     return (
         ConfigError, FileNotFoundError, DataPreparationError, AudioError, TranscriptError,
-        CTCAlignmentError, CheckpointMismatchError, LMTextError,
+        CTCAlignmentError, CheckpointMismatchError, LMTextError, SpeechCommandsError,
     )
 
 

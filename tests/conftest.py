@@ -29,3 +29,21 @@ def tiny_librispeech(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 # (end of the speech data fixtures)
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyword spotting (issue 14): a tiny corpus in Google Speech Commands layout, made once.
+# ---------------------------------------------------------------------------------------------
+
+TINY_KWS_SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_commands(tmp_path_factory):
+    """Root of a tiny Speech Commands-layout corpus (16 TTS speakers x 30 words, ~8 s to make):
+    ``tools/make_kws_corpus.py --size tiny --seed 1234``. Treat it as read-only."""
+    from speechpos.data.kws_corpus import make_kws_corpus
+
+    root = tmp_path_factory.mktemp("tiny_kws") / "speech_commands"
+    make_kws_corpus(root, size="tiny", seed=TINY_KWS_SEED, jobs=2)
+    return root

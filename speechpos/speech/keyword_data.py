@@ -1,0 +1,83 @@
+"""Keyword-spotting data for the Speech Commands recipes: CSV manifests to padded 1-s batches.
+
+:func:`read_clip` reads the ``start:stop`` samples of a manifest row and zero-pads a clip
+shorter than ``clip_samples`` (longer ones are cut); :func:`keyword_datasets` builds
+SpeechBrain ``DynamicItemDataset`` objects (``sig``, ``label_encoded``) from the CSVs that
+:func:`speechpos.data.speech_commands.prepare_speech_commands` writes, with the class order of
+its ``labels.txt``.
+
+Example
+-------
+>>> import tempfile, os, numpy as np, soundfile as sf
+>>> path = os.path.join(tempfile.mkdtemp(), "short.wav")
+>>> sf.write(path, np.ones(8000, dtype="float32") * 0.5, 16000)
+>>> clip = read_clip(path, 0, 8000)
+>>> clip.shape, float(clip[:8000].mean()), float(clip[8000:].abs().sum())
+(torch.Size([16000]), 0.5, 0.0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile as sf
+import speechbrain as sb
+import torch
+from speechbrain.dataio.encoder import CategoricalEncoder
+
+from speechpos.speech.audio import AudioError
+
+CLIP_SAMPLES = 16000
+
+
+def fix_length(wav: torch.Tensor, clip_samples: int = CLIP_SAMPLES) -> torch.Tensor:
+    """Zero-pad at the end, or cut, to exactly ``clip_samples``.
+
+    >>> fix_length(torch.ones(3), 5).tolist(), fix_length(torch.ones(7), 5).shape
+    ([1.0, 1.0, 1.0, 0.0, 0.0], torch.Size([5]))
+    """
+    if wav.shape[0] >= clip_samples:
+        return wav[:clip_samples]
+    return torch.nn.functional.pad(wav, (0, clip_samples - wav.shape[0]))
+
+
+def read_clip(path: str, start: int, stop: int, clip_samples: int = CLIP_SAMPLES) -> torch.Tensor:
+    """Samples ``start:stop`` of a mono file as a float32 tensor of ``clip_samples``."""
+    try:
+        data, _ = sf.read(path, start=int(start), stop=int(stop), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioError(f"{path}: cannot decode audio ({err})") from err
+    return fix_length(torch.from_numpy(data[:, 0].copy()), clip_samples)
+
+
+def label_encoder(labels_file: str | Path) -> CategoricalEncoder:
+    """SpeechBrain's ``CategoricalEncoder`` with the classes of ``labels.txt``, in its order."""
+    encoder = CategoricalEncoder()
+    labels = Path(labels_file).read_text().split()
+    encoder.update_from_iterable(labels)
+    return encoder
+
+
+def keyword_datasets(hparams: dict, splits=("train", "valid", "test")) -> tuple[dict, CategoricalEncoder]:
+    """({split: DynamicItemDataset}, label encoder) from ``<prep_folder>/<split>.csv``."""
+    encoder = label_encoder(Path(hparams["prep_folder"]) / "labels.txt")
+    clip_samples = hparams.get("clip_samples", CLIP_SAMPLES)
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav, start, stop):
+        return read_clip(wav, start, stop, clip_samples)
+
+    @sb.utils.data_pipeline.takes("label")
+    @sb.utils.data_pipeline.provides("label_encoded")
+    def label_pipeline(label):
+        return torch.LongTensor([encoder.encode_label(label)])
+
+    datasets = {}
+    for split in splits:
+        datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=str(Path(hparams["prep_folder"]) / f"{split}.csv"),
+            dynamic_items=[audio_pipeline, label_pipeline],
+            output_keys=["id", "sig", "label_encoded"],
+        )
+    return datasets, encoder

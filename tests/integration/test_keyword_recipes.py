@@ -1,0 +1,126 @@
+"""The Speech Commands recipes on a tiny made corpus: training learns, MP3 pretraining beats
+chance, the x-vector peer runs, the benchmark's quick preset runs end to end, and a trained run
+classifies a 44.1 kHz stereo file through the API and the CLI."""
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechpos.cli import main as cli_main
+from speechpos.keyword import KeywordSpotter
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = ROOT / "recipes" / "SpeechCommands"
+TINY = ["--d_model=32", "--nhead=4", "--d_ffn=64", "--num_layers=2", "--batch_size=16",
+        "--warmup_epochs=0", "--noprogressbar", "--device=cpu", "--precision=fp32", "--lr=0.003"]
+
+pytestmark = pytest.mark.slow
+
+
+def load_recipe(name):
+    spec = importlib.util.spec_from_file_location(f"kws_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def log_values(log: Path, key: str) -> list[float]:
+    return [float(x) for x in re.findall(rf"{key}: ([0-9.e+-]+)", log.read_text())]
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_speech_commands, tmp_path_factory, single_thread):
+    out = tmp_path_factory.mktemp("kws_pretrain")
+    load_recipe("pretrain").main([str(RECIPES / "hparams" / "pretrain.yaml"),
+                                  f"--data_folder={tiny_speech_commands}", f"--output_folder={out}",
+                                  "--number_of_epochs=8", "--context_ratio=0.5", *TINY])
+    return out
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_speech_commands, pretrained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kws_finetune")
+    load_recipe("train").main([str(RECIPES / "hparams" / "kwt.yaml"),
+                               f"--data_folder={tiny_speech_commands}", f"--output_folder={out}",
+                               f"--pretrained_path={pretrained}", "--number_of_epochs=6", *TINY])
+    return out
+
+
+def test_pretraining_learns_positions(pretrained):
+    log = pretrained / "train_log.txt"
+    losses = log_values(log, "train loss")
+    assert losses[-1] < losses[0]
+    results = json.loads((pretrained / "results.json").read_text())
+    assert results["position_accuracy"] > 1.3 * results["chance_accuracy"]
+
+
+def test_training_loss_falls_accuracy_rises(finetuned):
+    log = finetuned / "train_log.txt"
+    losses, accuracy = log_values(log, "train loss"), log_values(log, "valid accuracy")
+    assert losses[-1] < losses[0] - 0.3
+    assert max(accuracy[-3:]) > accuracy[0]
+    results = json.loads((finetuned / "results.json").read_text())
+    assert results["test_accuracy"] > 100 / 12
+    assert np.array(results["confusion"]).shape == (12, 12)
+
+
+def test_xvector_peer_runs(tiny_speech_commands, tmp_path, single_thread):
+    load_recipe("train").main([str(RECIPES / "hparams" / "xvector.yaml"),
+                               f"--data_folder={tiny_speech_commands}", f"--output_folder={tmp_path}",
+                               "--number_of_epochs=2", "--tdnn_channels=16", "--emb_dim=16",
+                               "--batch_size=16", "--noprogressbar", "--device=cpu"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 <= results["test_accuracy"] <= 100 and len(results["labels"]) == 12
+
+
+def test_api_and_cli_on_44k_stereo(finetuned, tiny_speech_commands, tmp_path, capsys):
+    clip, rate = sf.read(sorted((tiny_speech_commands / "yes").glob("*.wav"))[0], dtype="float32")
+    import torchaudio.functional as AF
+
+    wav44 = AF.resample(torch.from_numpy(clip), rate, 44100).numpy()
+    path = tmp_path / "yes_44k_stereo.wav"
+    sf.write(path, np.stack([wav44, 0.5 * wav44], 1), 44100)
+    spotter = KeywordSpotter.from_run(finetuned)
+    best = spotter.classify_file(path, top=3)
+    assert len(best) == 3 and best[0][0] in spotter.labels and 0 <= best[0][1] <= 1
+    assert cli_main(["keyword", str(finetuned), str(path)]) == 0
+    out = capsys.readouterr()
+    fields = out.out.strip().split("\t")
+    assert fields[0] == str(path) and fields[1] == best[0][0]
+    assert "converted from 44100 Hz, 2 channel(s)" in out.err
+    assert cli_main(["keyword", str(tmp_path), str(path)]) == 2
+
+
+def test_benchmark_quick_preset(tiny_speech_commands, tmp_path):
+    docs = tmp_path / "docs"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick",
+         "--data", str(tiny_speech_commands), "--out", str(tmp_path / "runs"), "--docs", str(docs)],
+        capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((docs / "kws_results.json").read_text())
+    names = {r["name"] for r in report["rows"]}
+    assert names == {"scratch, PE", "scratch, no PE", "MP3, zero-init PE", "MP3, no PE",
+                     "DropPos smoothing, zero-init PE", "SpeechBrain x-vector"}
+    mp3 = next(r for r in report["rows"] if r["name"] == "MP3, no PE")
+    assert {"seed", "test_accuracy", "valid_accuracy", "dev_position_accuracy",
+            "chance_position_accuracy"} <= set(mp3)
+    assert (docs / "kws_results.md").read_text().count("|") > 20
+    assert (docs / "kws_confusion.png").stat().st_size > 1000

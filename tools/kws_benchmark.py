@@ -1,0 +1,241 @@
+"""Keyword-spotting benchmark: position-prediction pretraining vs scratch vs SpeechBrain's x-vector.
+
+Makes (or reuses) a Speech Commands-layout corpus (``tools/make_kws_corpus.py``), prepares the
+12-class task once, then runs every row of the table for every seed with the recipes of
+``recipes/SpeechCommands`` as subprocesses (:func:`speechpos.runs.run_all`, 1 torch thread
+each, ``--jobs`` at a time; a finished run, ``results.json`` present, is kept, so an
+interrupted benchmark resumes):
+
+* scratch, PE / scratch, no PE: the Keyword Transformer trained from random weights;
+* MP3, zero-init PE / MP3, no PE: fine-tuned from MP3 position-prediction pretraining on the
+  training clips (no labels);
+* DropPos smoothing, zero-init PE: the same with DropPos' 1-D Gaussian position smoothing;
+* SpeechBrain x-vector: SpeechBrain's own Speech Commands model on the same data.
+
+Writes ``<docs>/kws_results.md`` (mean ± std over seeds, the targets checked),
+``<docs>/kws_results.json`` (``rows``: one object per row and seed) and
+``<docs>/kws_confusion.png`` (test confusion of the best row, summed over seeds).
+
+Usage::
+
+    .venv/bin/python tools/kws_benchmark.py --preset full     # ~1 h on 2 cores (estimate)
+    .venv/bin/python tools/kws_benchmark.py --preset quick --data /tmp/kws --out /tmp/kws_bench \
+        --docs /tmp/kws_docs                                   # plumbing check, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from speechpos.data.kws_corpus import make_kws_corpus
+from speechpos.data.speech_commands import prepare_speech_commands
+from speechpos.plots import markdown_table, plot_class_confusion
+from speechpos.runs import Run, run_all
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes" / "SpeechCommands"
+
+PRESETS = {
+    "full": {
+        "corpus": "default",
+        "seeds": [0, 1, 2],
+        "model": {"d_model": 64, "num_layers": 4, "nhead": 4, "d_ffn": 192, "batch_size": 64},
+        "pretrain": {"number_of_epochs": 30, "lr": 0.001, "warmup_epochs": 2},
+        "finetune": {"number_of_epochs": 20, "lr": 0.001, "warmup_epochs": 1},
+        "xvector": {"number_of_epochs": 20, "tdnn_channels": 128, "emb_dim": 128, "batch_size": 64},
+    },
+    "quick": {
+        "corpus": "tiny",
+        "seeds": [0],
+        "model": {"d_model": 32, "num_layers": 2, "nhead": 4, "d_ffn": 64, "batch_size": 16},
+        "pretrain": {"number_of_epochs": 2, "lr": 0.003, "warmup_epochs": 0},
+        "finetune": {"number_of_epochs": 2, "lr": 0.003, "warmup_epochs": 0},
+        "xvector": {"number_of_epochs": 2, "tdnn_channels": 16, "emb_dim": 16, "batch_size": 16},
+    },
+}
+
+PRETRAININGS = {"MP3": {}, "DropPos smoothing": {"sigma_start": 1.0, "sigma_end": 0.0}}
+
+# (row name, hparams file, pretraining or None, overrides)
+ROWS = [
+    ("scratch, PE", "kwt.yaml", None, {"position_embedding": "learned"}),
+    ("scratch, no PE", "kwt.yaml", None, {"position_embedding": "none"}),
+    ("MP3, zero-init PE", "kwt.yaml", "MP3", {"position_embedding": "learned"}),
+    ("MP3, no PE", "kwt.yaml", "MP3", {"position_embedding": "none"}),
+    ("DropPos smoothing, zero-init PE", "kwt.yaml", "DropPos smoothing", {"position_embedding": "learned"}),
+    ("SpeechBrain x-vector", "xvector.yaml", None, {}),
+]
+POSITION_ROWS = [name for name, _, pre, _ in ROWS if pre]
+
+
+def slug(name: str) -> str:
+    """A folder name for a row.
+
+    >>> slug("MP3, zero-init PE")
+    'mp3__zero_init_pe'
+    """
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path) -> tuple[list[Run], list[Run]]:
+    """(first phase: pretrainings and rows that need none; second phase: fine-tunes)."""
+    common = {"data_folder": data, "prep_folder": out / "prep", "skip_prep": True,
+              "noprogressbar": True, "num_workers": 0}
+    first, second = [], []
+    for seed in seeds:
+        for pre, overrides in PRETRAININGS.items():
+            args = {**common, **preset["model"], **preset["pretrain"], **overrides, "seed": seed}
+            first.append(_run(f"pretrain {pre} {seed}", "pretrain.py", "pretrain.yaml", args,
+                              out / "pretrain" / slug(pre) / str(seed), {"seed": seed}))
+        for name, hparams, pre, overrides in ROWS:
+            args = {**common, **overrides, "seed": seed}
+            if hparams == "kwt.yaml":
+                args.update({**preset["model"], **preset["finetune"]})
+            else:
+                args.update(preset["xvector"])
+            if pre:
+                args["pretrained_path"] = out / "pretrain" / slug(pre) / str(seed)
+            run = _run(f"{name} {seed}", "train.py", hparams, args, out / slug(name) / str(seed),
+                       {"row": name, "seed": seed, "pretraining": pre})
+            (second if pre else first).append(run)
+    return first, second
+
+
+def _run(name, script, hparams, args, folder, info) -> Run:
+    flags = [f"--{k}={v}" if v is not True else f"--{k}" for k, v in args.items() if k != "noprogressbar"]
+    flags += ["--noprogressbar"] if args.get("noprogressbar") else []
+    return Run(slug(name), str(RECIPES / script), str(RECIPES / "hparams" / hparams), flags,
+               folder, "results.json", info)
+
+
+def collect(runs: list[Run]) -> list[dict]:
+    """One JSON row per fine-tuned model and seed."""
+    rows = []
+    for run in runs:
+        if "row" not in run.info:
+            continue
+        res = json.loads((run.out / "results.json").read_text())
+        row = {"name": run.info["row"], "seed": run.info["seed"],
+               "test_accuracy": res["test_accuracy"], "valid_accuracy": res["valid_accuracy"],
+               "wall_s": run.info.get("wall_s")}
+        if run.info["pretraining"]:
+            pre = json.loads((Path(res_path(run)) / "results.json").read_text())
+            row["pretraining"] = run.info["pretraining"]
+            row["dev_position_accuracy"] = 100.0 * pre["position_accuracy"]
+            row["chance_position_accuracy"] = 100.0 * pre["chance_accuracy"]
+        row["_confusion"], row["_labels"] = res["confusion"], res["labels"]
+        rows.append(row)
+    return rows
+
+
+def res_path(run: Run) -> str:
+    """The pretraining folder a fine-tune run loaded."""
+    return next(a.split("=", 1)[1] for a in run.args if a.startswith("--pretrained_path="))
+
+
+def fmt(values: list[float]) -> str:
+    """mean ± population std.
+
+    >>> fmt([90.0, 92.0]), fmt([50.0])
+    ('91.00 ± 1.00', '50.00')
+    """
+    if not values:
+        return "-"
+    mean = statistics.mean(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {statistics.pstdev(values):.2f}"
+
+
+def mean_of(rows: list[dict], name: str, key: str = "test_accuracy") -> float | None:
+    values = [r[key] for r in rows if r["name"] == name and key in r]
+    return statistics.mean(values) if values else None
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, each checked on the means."""
+    scratch, xvec = mean_of(rows, "scratch, PE"), mean_of(rows, "SpeechBrain x-vector")
+    mp3_nope = mean_of(rows, "MP3, no PE")
+    best_pp = max(POSITION_ROWS, key=lambda n: mean_of(rows, n) or -1.0)
+    best_acc = mean_of(rows, best_pp)
+    best_all = max(mean_of(rows, n) or -1.0 for n, *_ in ROWS)
+    pos, chance = mean_of(rows, "MP3, no PE", "dev_position_accuracy"), mean_of(rows, "MP3, no PE", "chance_position_accuracy")
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    out = [f"- MP3 pretext dev position accuracy {pos:.1f} % vs chance {chance:.2f} % "
+           f"({pos / chance:.1f}x; target >= 10x): {mark(pos >= 10 * chance)}"]
+    reduction = 100.0 * (1 - (100 - best_acc) / max(100 - scratch, 1e-9))
+    out.append(f"- best position-prediction row ({best_pp}) has {reduction:.0f} % fewer test errors than "
+               f"scratch with PE (target >= 25 %): {mark(reduction >= 25)}")
+    out.append(f"- MP3, no PE {mp3_nope:.2f} vs scratch, PE {scratch:.2f}: {mark(mp3_nope > scratch)}")
+    out.append(f"- scratch, PE below 97 % ({scratch:.2f}): {mark(scratch < 97)}")
+    out.append(f"- best row {best_all:.2f} >= x-vector peer {xvec:.2f}: {mark(best_all >= xvec)}")
+    return out
+
+
+def write_report(rows: list[dict], docs: Path, setup: str, preset: str) -> None:
+    """kws_results.md / .json / kws_confusion.png."""
+    docs.mkdir(parents=True, exist_ok=True)
+    table = []
+    for name, *_ in ROWS:
+        mine = [r for r in rows if r["name"] == name]
+        pos = [r["dev_position_accuracy"] for r in mine if "dev_position_accuracy" in r]
+        chance = [r["chance_position_accuracy"] for r in mine if "chance_position_accuracy" in r]
+        table.append([name, fmt([r["test_accuracy"] for r in mine]), fmt([r["valid_accuracy"] for r in mine]),
+                      fmt(pos), fmt(chance), len(mine)])
+    best = max((n for n, *_ in ROWS), key=lambda n: mean_of(rows, n) or -1.0)
+    best_rows = [r for r in rows if r["name"] == best]
+    confusion = np.sum([np.array(r["_confusion"]) for r in best_rows], axis=0)
+    plot_class_confusion(confusion, best_rows[0]["_labels"], docs / "kws_confusion.png",
+                         title=f"{best}: test confusion, summed over {len(best_rows)} seed(s)")
+    headers = ["model", "test accuracy %", "valid accuracy %", "pretext dev position acc. %",
+               "chance %", "seeds"]
+    text = "\n".join([
+        "# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)",
+        "", setup, "", markdown_table(headers, table), "", "Targets (issue 14):", "",
+        *targets(rows), "", f"Confusion matrix of the best row: `kws_confusion.png` ({best}).", "",
+    ])
+    (docs / "kws_results.md").write_text(text)
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    (docs / "kws_results.json").write_text(json.dumps({"preset": preset, "setup": setup, "rows": public}, indent=1))
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    parser.add_argument("--data", help="Speech Commands folder (made if absent; default data/kws_<size>)")
+    parser.add_argument("--out", help="run folders (default results/kws_benchmark/<preset>)")
+    parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the md/json/png go")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--corpus-seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    seeds = args.seeds or preset["seeds"]
+    data = Path(args.data or ROOT / "data" / f"kws_{preset['corpus']}").resolve()
+    out = Path(args.out or ROOT / "results" / "kws_benchmark" / args.preset).resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs)
+    prepare_speech_commands(data, out / "prep", task="12")
+    first, second = plan_runs(preset, seeds, data, out)
+    print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
+    run_all(first, args.jobs, 1, out / "logs")
+    print(f"phase 2: {len(second)} fine-tunes of pretrained encoders", flush=True)
+    run_all(second, args.jobs, 1, out / "logs")
+    rows = sorted(collect(first + second), key=lambda r: ([n for n, *_ in ROWS].index(r["name"]), r["seed"]))
+    setup = (f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}`), "
+             f"12 classes; KWT {preset['model']}; pretraining {preset['pretrain']}; fine-tuning "
+             f"{preset['finetune']}; x-vector {preset['xvector']}; seeds {seeds}; 1 CPU thread per run, "
+             f"{args.jobs} at a time.")
+    write_report(rows, Path(args.docs), setup, args.preset)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
