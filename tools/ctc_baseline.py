@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     docs.mkdir(parents=True, exist_ok=True)
     plot_quality_vs_time(
         {"dev-clean, greedy": curve}, docs / "ctc_wer_vs_time.png",
-        title=f"From-scratch CTC baseline, bench corpus, {args.threads} CPU threads",
+        title=f"From-scratch CTC baseline, bench corpus, {args.threads} CPU thread(s)",
         xlabel="training time (min, validation excluded)",
     )
     test = results["test-clean"]
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         f"`python tools/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`"
         f" -> `asr_ctc.py hparams/ctc.yaml --number_of_steps={args.steps}"
         f"{' ' + ' '.join(args.model_args) if args.model_args else ''}` on `{corpus.name}` "
-        f"({args.threads} torch threads, {platform.machine()} {platform.processor()}, precision "
+        f"({args.threads} torch thread(s), {platform.machine()}, precision "
         f"{test.get('precision')}); {test['steps_trained']} steps in "
         f"{test.get('train_seconds', 0) / 60:.1f} min of training "
         f"({test.get('train_audio_s_per_s')} audio-s/s); tested checkpoint: best dev "

@@ -80,3 +80,20 @@ def test_a_pretrained_encoder_is_refused_behind_the_conv_frontend(tiny_librispee
         "error: pretrained encoders use the patch front-end: add --frontend=patch (got frontend: "
         f"'conv' with pretrained_encoder {tmp_path / 'encoder.ckpt'})"
     )
+
+
+def test_ablation_tool_reports_each_variant_at_equal_steps(tiny_librispeech, tmp_path):
+    docs = tmp_path / "docs"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "ctc_ablation.py"), "--corpus", str(tiny_librispeech),
+         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "6",
+         "--variants", "baseline", "conv-frontend", "--model-args", *SMALL],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((docs / "ctc_ablation.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["baseline", "conv-frontend"]
+    assert all(r["steps"] == 6 and r["train_minutes"] >= 0 and r["test_CER"] >= 0 for r in rows)
+    assert rows[1]["overrides"] == ["--frontend=conv"]
+    assert "frontend: conv" in (tmp_path / "out" / "conv-frontend" / "hyperparams.yaml").read_text()
+    assert "| conv-frontend |" in (docs / "ctc_ablation.md").read_text()

@@ -39,7 +39,7 @@ def test_lm_decoding_adds_wer_lm_beside_greedy(lm_run):
         assert r["lm_text_overlap"]["of"] == r["utterances"] > 0
         assert r["lm"] == {
             "text": f"the transcripts of {out / 'prep' / 'train-clean-100.csv'}", "order": 3,
-            "lm_weight": 2.0, "word_score": -0.5, "beam_size": 50,
+            "lm_weight": 1.0, "word_score": -1.0, "beam_size": 50,
         }
         assert "%WER" in (out / f"wer_lm_{split}.txt").read_text()
     arpa = (out / "save" / "lm_3gram.arpa").read_text()
