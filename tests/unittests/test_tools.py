@@ -152,9 +152,9 @@ def test_ctc_step_bench_quick_writes_its_table(tmp_path):
     bench = load_tool("bench_ctc_step")
     out = tmp_path / "ctc.md"
     assert bench.main(["--quick", "--threads", "1", "--precisions", "fp32",
-                       "--variants", "baseline (ctc.yaml)", "patch front-end, learned PE",
+                       "--variants", "baseline (ctc.yaml)", "conv front-end",
                        "--out", str(out)]) == 0
     rows = __import__("json").loads(out.with_suffix(".json").read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["baseline (ctc.yaml)", "patch front-end, learned PE"]
+    assert [r["variant"] for r in rows] == ["baseline (ctc.yaml)", "conv front-end"]
     assert all(r["audio_s_per_s"] > 0 and r["threads"] == 1 for r in rows)
     assert "| baseline (ctc.yaml) |" in out.read_text()
