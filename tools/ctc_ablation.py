@@ -5,7 +5,7 @@ side by side, so every default of the baseline has a measurement behind it.
 
 Variants (``--variants``, default all): the baseline itself; output units (sentencepiece 128
 instead of characters); SpeechBrain's convolutional front-end instead of patches; 12 layers
-instead of 6. Runs go ``--jobs`` at a time with one torch thread each; finished runs are kept.
+instead of 6; fp32 instead of ``precision: auto``. Runs go ``--jobs`` at a time with one torch thread each; finished runs are kept.
 Writes ``docs/ctc_ablation.md`` and ``.json``.
 
     python tools/ctc_ablation.py --steps 2000 --jobs 1      # ~50 min on one core
@@ -34,6 +34,7 @@ VARIANTS = {
                                                             "--sentencepiece_vocab=128"]),
     "conv-frontend": ("SpeechBrain ConvolutionFrontEnd (x4) instead of patches", ["--frontend=conv"]),
     "12-layers": ("12 conformer layers instead of 6", ["--num_layers=12"]),
+    "fp32": ("fp32 instead of precision: auto (bf16 on a CPU with native bf16)", ["--precision=fp32"]),
 }
 
 

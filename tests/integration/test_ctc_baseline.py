@@ -20,14 +20,14 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
-         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "40",
+         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
          "--threads", "2", "--examples", "2", "--model-args", *SMALL],
         capture_output=True, text=True, env=env, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((docs / "ctc_baseline.json").read_text())
     test = report["results"]["test-clean"]
-    assert test["steps_trained"] == 40 and test["train_seconds"] > 0
+    assert test["steps_trained"] == 100 and test["train_seconds"] > 0
     assert test["train_audio_s_per_s"] > 0 and test["precision"] in ("fp32", "bf16")
     assert 0 <= test["WER_lm"] and test["lm_text_overlap"]["sentences"] == 0
     tuned = report["lm_tuned_on_dev"]
@@ -42,14 +42,15 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     assert (docs / "ctc_wer_vs_time.png").stat().st_size > 10_000
 
     epochs = [r for r in read_train_log(tmp_path / "out" / "run" / "train_log.txt") if "epoch" in r]
-    assert epochs[-1]["train"]["loss"] < 0.7 * epochs[0]["train"]["loss"]
+    assert epochs[-1]["train"]["loss"] < 0.8 * epochs[0]["train"]["loss"]
     assert epochs[-1]["valid"]["loss"] < epochs[0]["valid"]["loss"]
+    assert epochs[-1]["valid"]["CER"] < epochs[0]["valid"]["CER"] - 10  # 92 -> 70 when measured
     assert "position_embedding: sinusoidal" in (tmp_path / "out" / "run" / "hyperparams.yaml").read_text()
     assert "precision " in (tmp_path / "out" / "run" / "log.txt").read_text()  # auto's choice logged
 
     again = subprocess.run(  # a finished run is reported again, not retrained
         [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
-         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "40",
+         "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
          "--model-args", *SMALL],
         capture_output=True, text=True, env=env, timeout=300,
     )
