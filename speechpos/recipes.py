@@ -12,9 +12,9 @@ from ruamel.yaml.error import YAMLError
 
 from speechpos.precision import resolve_precision
 
-# ctc.yaml's defaults build the from-scratch baseline (conv front-end, conformer, sinusoidal
-# positions); these overrides give pp.yaml's / bestrq.yaml's encoder architecture instead, to
-# fine-tune a pretrained encoder (patch tokens, zero-initialised learned positions).
+# ctc.yaml's defaults build the from-scratch baseline (6-layer conformer on patch tokens,
+# sinusoidal positions, no null key); these overrides give pp.yaml's / bestrq.yaml's encoder
+# architecture instead, to fine-tune a pretrained encoder (zero-initialised learned positions).
 PRETRAINED_ARCHITECTURE = (
     "--frontend=patch", "--encoder_kind=transformer", "--null_key=True",
     "--position_embedding=learned",
@@ -131,8 +131,7 @@ def train_loader_options(hparams, train_set) -> dict:
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input (files, configs, checkpoints), not a bug: the recipes
     print their message without a traceback."""
-    from speechpos.data.librispeech import DataPreparationError
-    from speechpos.data.speech_commands import SpeechCommandsError
+    from speechpos.data.librispeech import DataPreparationError  # SpeechCommandsError too
     from speechpos.speech.audio import AudioError
     from speechpos.speech.ctc import CTCAlignmentError, TranscriptError
     from speechpos.speech.lm import LMTextError
@@ -140,7 +139,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
     return (
         ConfigError, FileNotFoundError, DataPreparationError, AudioError, TranscriptError,
-        CTCAlignmentError, CheckpointMismatchError, LMTextError, SpeechCommandsError,
+        CTCAlignmentError, CheckpointMismatchError, LMTextError,
     )
 
 
