@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check_lock: the environment differs from {args.lock}:", file=sys.stderr)
         for line in diff:
             print(f"  {line}", file=sys.stderr)
+        print("check_lock: rebuild it with 'rm -rf .venv && bash tools/setup.sh'", file=sys.stderr)
         return 1
     print(f"check_lock: {len(locked)} packages exactly as in {Path(args.lock).name}")
     return 0

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""CTC fine-tuning of a speech encoder, from scratch or from pretrain.py's encoder, with WER.
+"""CTC speech recognition, from scratch or from pretrain.py's encoder, with WER.
 
 Usage (from this folder, or with the paths from the repository root)::
 
+    python asr_ctc.py                                               # hparams/ctc.yaml, from scratch
     python asr_ctc.py hparams/ctc.yaml --data_folder=/path/to/LibriSpeech
-    python asr_ctc.py hparams/ctc.yaml --pretrained_encoder=results/pp/transformer/1234/encoder.ckpt
-    python asr_ctc.py hparams/ctc.yaml --position_embedding=False      # no position at all
+    python asr_ctc.py hparams/ctc.yaml --frontend=patch --encoder_kind=transformer --null_key=True \
+        --position_embedding=learned --pretrained_encoder=results/pp/transformer/1234/encoder.ckpt
+    python asr_ctc.py hparams/ctc.yaml --position_embedding=none      # no position at all
     python asr_ctc.py hparams/ctc.yaml --train_csv=<prep>/train-1h.csv   # low-label training
-    python asr_ctc.py hparams/ctc.yaml --optimizer_step_limit=2000 --number_of_epochs=1000 \
+    python asr_ctc.py hparams/ctc.yaml --number_of_steps=2000 \
         --train_samples_per_epoch=800        # a fixed number of steps, validated every 100 steps
 
-Zero-initialised position embeddings are added at fine-tune time (the pretrained function is
+From scratch the defaults build the baseline of ``hparams/ctc.yaml`` (6-layer conformer on 40-ms
+patches, sinusoidal positions, duration batches, warm-up + decay over ``number_of_steps``). From a
+pretrained encoder, zero-initialised position embeddings are added (the pretrained function is
 unchanged at step 0). Each test split gets ``wer_<split>.txt`` (SpeechBrain's ErrorRateStats,
-with a jiwer cross-check) and ``results.json`` collects WER/CER of every split.
+with a jiwer cross-check) and ``results.json`` collects WER/CER of every split, with the training
+time and throughput.
 
 With ``--lm_decoding=True`` the test splits are also decoded with a word n-gram LM (beam search,
 :mod:`speechpos.speech.lm_decoding`) built from the training transcripts or ``--lm_text``:
