@@ -111,6 +111,24 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
     )
 
 
+def prepare_keyword_data(hparams) -> None:
+    """Write the Speech Commands CSV manifests named by the hparams, on the main process only
+    (skipped when already done, or when ``skip_prep`` is set)."""
+    from speechpos.data.speech_commands import prepare_speech_commands
+
+    sb.utils.distributed.run_on_main(
+        prepare_speech_commands,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prep_folder"],
+            "task": str(hparams["task"]),
+            "silence_percentage": hparams["silence_percentage"],
+            "unknown_percentage": hparams["unknown_percentage"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+
+
 def train_loader_options(hparams, train_set) -> dict:
     """``train_dataloader_opts``, or a SpeechBrain ``DynamicBatchSampler`` over ``duration``
     when ``dynamic_batching`` is set (batches of ``max_batch_length_train`` seconds)."""

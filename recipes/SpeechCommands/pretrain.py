@@ -28,9 +28,8 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from speechpos.data.speech_commands import prepare_speech_commands
 from speechpos.position import sample_context
-from speechpos.recipes import die, start_experiment, user_errors
+from speechpos.recipes import die, prepare_keyword_data, start_experiment, user_errors
 from speechpos.speech.keyword_data import keyword_datasets
 from speechpos.vision.schedule import attach_scheduler
 
@@ -104,17 +103,7 @@ def main(argv: list[str] | None = None) -> KeywordPositionBrain:
     run_opts, hparams = start_experiment(
         sys.argv[1:] if argv is None else argv, __file__, "hparams/pretrain.yaml"
     )
-    sb.utils.distributed.run_on_main(
-        prepare_speech_commands,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prep_folder"],
-            "task": str(hparams["task"]),
-            "silence_percentage": hparams["silence_percentage"],
-            "unknown_percentage": hparams["unknown_percentage"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
+    prepare_keyword_data(hparams)
     datasets, _ = keyword_datasets(hparams, splits=("train", "valid"))
     batch = hparams["train_loader_kwargs"]["batch_size"]
     attach_scheduler(hparams, len(datasets["train"]) // batch)

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import speechbrain as sb
 
-from speechpos.data.speech_commands import prepare_speech_commands
 from speechpos.position.checkpoint import load_encoder_state
-from speechpos.recipes import ConfigError, die, start_experiment, user_errors
+from speechpos.recipes import ConfigError, die, prepare_keyword_data, start_experiment, user_errors
 from speechpos.speech.keyword_data import keyword_datasets
 from speechpos.vision.schedule import attach_scheduler
 
@@ -96,17 +95,7 @@ class KeywordBrain(sb.core.Brain):
 
 def dataio_prepare(hparams):
     """Prepare the CSVs (main process only) and build the datasets."""
-    sb.utils.distributed.run_on_main(
-        prepare_speech_commands,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prep_folder"],
-            "task": str(hparams["task"]),
-            "silence_percentage": hparams["silence_percentage"],
-            "unknown_percentage": hparams["unknown_percentage"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
+    prepare_keyword_data(hparams)
     datasets, encoder = keyword_datasets(hparams)
     if len(encoder) != hparams["num_classes"]:
         raise ConfigError(
