@@ -1,6 +1,7 @@
 """Shared pytest fixtures of the speechpos test suite."""
 
 import pytest
+import torch
 
 # ---------------------------------------------------------------------------------------------
 # Speech data (issue 3): a tiny offline corpus in LibriSpeech layout, made once per session.
@@ -47,3 +48,13 @@ def tiny_speech_commands(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_kws") / "speech_commands"
     make_kws_corpus(root, size="tiny", seed=TINY_KWS_SEED, jobs=2)
     return root
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for the tests of a module that train in-process (steadier, and leaves
+    the other core to the recipes run as subprocesses); the count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,14 +37,6 @@ def log_values(log: Path, key: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def pretrained(tiny_speech_commands, tmp_path_factory, single_thread):
     out = tmp_path_factory.mktemp("kws_pretrain")
     load_recipe("pretrain").main([str(RECIPES / "hparams" / "pretrain.yaml"),

@@ -63,14 +63,6 @@ def tiny_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def pretrained(tiny_folder, tmp_path_factory, single_thread):
     out = tmp_path_factory.mktemp("pretrain")
     load_recipe("pretrain").main(
