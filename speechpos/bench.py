@@ -268,6 +268,7 @@ def _precision_context(dtype: str):
 def bench_pretrain_step(
     kinds: tuple[str, ...] = ("transformer", "conformer"),
     ratios: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1),
+    target_ratios: tuple[float | None, ...] = (None,),
     gathers: tuple[bool, ...] = (True, False),
     dtypes: tuple[str, ...] = ("fp32", "bf16"),
     num_layers: int = 6,
@@ -291,7 +292,8 @@ def bench_pretrain_step(
     change of machine load hits all ratios alike), and the median is kept. Ratio 1.0 is full
     attention (no context sampled), so gathered and masked are the same computation there.
 
-    Each row: ``kind``, ``attention`` (gathered/masked), ``dtype``, ``ratio``, ``step_ms``
+    Each row: ``kind``, ``attention`` (gathered/masked), ``dtype``, ``ratio``, ``targets``
+    (the target ratio, None for all tokens), ``step_ms``
     (median), ``step_ms_min``, ``audio_s_per_s`` (audio seconds per wall-clock second, all threads), ``saved_mb`` (see :class:`SavedTensorBytes`), ``speedup`` over ratio
     1.0 of the same (kind, gather, dtype), ``tokens`` per example. The global torch RNG is
     seeded with ``seed`` inside and restored on return.
@@ -303,13 +305,13 @@ def bench_pretrain_step(
     audio_s = batch * frames / 100
     with torch.random.fork_rng():
         return _bench_rows(
-            kinds, ratios, gathers, dtypes, num_layers, d_model, nhead, d_ffn, frames, tokens,
-            audio_s, batch, repeats, warmup, patch_frames, n_mels, null_key, seed,
+            kinds, ratios, target_ratios, gathers, dtypes, num_layers, d_model, nhead, d_ffn,
+            frames, tokens, audio_s, batch, repeats, warmup, patch_frames, n_mels, null_key, seed,
         )
 
 
 def _bench_rows(
-    kinds, ratios, gathers, dtypes, num_layers, d_model, nhead, d_ffn, frames, tokens, audio_s,
+    kinds, ratios, target_ratios, gathers, dtypes, num_layers, d_model, nhead, d_ffn, frames, tokens, audio_s,
     batch, repeats, warmup, patch_frames, n_mels, null_key, seed,
 ) -> list[dict]:
     from speechpos.speech.model import build_speech_encoder
@@ -332,19 +334,20 @@ def _bench_rows(
                 feats = torch.randn(batch, frames, n_mels)
                 rel = torch.ones(batch)
 
-                def step(ratio, saved=None, model=model, opt=opt, loss_fn=loss_fn, feats=feats,
+                def step(setting, saved=None, model=model, opt=opt, loss_fn=loss_fn, feats=feats,
                          rel=rel, dtype=dtype):
-                    model.sampler = ContextSampler(ratio)
+                    model.pretext.sampler = ContextSampler(setting[0])
+                    model.pretext.target_ratio = setting[1]
                     opt.zero_grad(set_to_none=True)
                     hooks = saved if saved is not None else contextlib.nullcontext()
                     with hooks, _precision_context(dtype):
-                        logits, lengths, ctx = model(feats, rel)
-                        loss = loss_fn(logits, lengths, ctx)
+                        loss = loss_fn.of_output(model(feats, rel))
                     loss.backward()
                     opt.step()
 
+                settings = [(r, t) for r in ratios for t in (target_ratios if r < 1.0 else (None,))]
                 saved_mb, flops = {}, {}
-                for ratio in ratios:
+                for ratio in settings:
                     for i in range(warmup):
                         if i == 0:
                             meter = SavedTensorBytes(model.parameters())
@@ -356,20 +359,21 @@ def _bench_rows(
                             step(ratio)
                     if warmup == 0:
                         saved_mb[ratio] = flops[ratio] = float("nan")
-                times = {ratio: [] for ratio in ratios}
+                times = {ratio: [] for ratio in settings}
                 for _ in range(repeats):
-                    for ratio in ratios:
+                    for ratio in settings:
                         start = time.perf_counter()
                         step(ratio)
                         times[ratio].append(time.perf_counter() - start)
-                base = statistics.median(times[1.0 if 1.0 in times else ratios[0]])
-                for ratio in ratios:
+                base = statistics.median(times[(1.0, None) if (1.0, None) in times else settings[0]])
+                for ratio in settings:
                     med = statistics.median(times[ratio])
                     rows.append({
                         "kind": kind,
                         "attention": "gathered" if gather else "masked",
                         "dtype": dtype,
-                        "ratio": ratio,
+                        "ratio": ratio[0],
+                        "targets": ratio[1],
                         "step_ms": 1000 * med,
                         "step_ms_min": 1000 * min(times[ratio]),
                         "audio_s_per_s": audio_s / med,
@@ -382,7 +386,7 @@ def _bench_rows(
 
 
 BENCH_HEADERS = (
-    "kind", "attention", "dtype", "context ratio", "step ms (median)", "step ms (min)",
+    "kind", "attention", "dtype", "context ratio", "target ratio", "step ms (median)", "step ms (min)",
     "audio s / s", "speed-up vs ratio 1.0", "saved activations MB", "GFLOP/s",
     "% of matmul ceiling",
 )
@@ -393,7 +397,8 @@ def bench_table_rows(rows: list[dict], ceilings: dict[str, float] | None = None)
     maps a dtype to the machine's :func:`matmul_ceiling` in GFLOP/s."""
     ceilings = ceilings or {}
     return [
-        [r["kind"], r["attention"], r["dtype"], r["ratio"], round(r["step_ms"], 1),
+        [r["kind"], r["attention"], r["dtype"], r["ratio"],
+         "all" if r.get("targets") is None else r["targets"], round(r["step_ms"], 1),
          round(r["step_ms_min"], 1), round(r["audio_s_per_s"], 1), f"{r['speedup']:.2f}x",
          round(r["saved_mb"], 1), round(r["gflop_per_s"], 2),
          round(100 * r["gflop_per_s"] / ceilings[r["dtype"]], 1) if r["dtype"] in ceilings else ""]

@@ -3,7 +3,8 @@
 A :class:`Run` is one recipe invocation with its output folder and the file that marks it done;
 :func:`run_all` starts them in list order, ``jobs`` at a time with ``threads`` torch threads
 each, skips finished ones (so a rerun resumes) and stops everything when one fails. A run
-that needs another's output is listed after it: it starts only when a slot frees up.
+that needs another's output names it in ``needs``: it starts only once that one is done,
+and runs listed after it may start first.
 
 Example
 -------
@@ -35,6 +36,12 @@ class Run:
     out: Path
     done_file: str
     info: dict = field(default_factory=dict)
+    needs: list = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        """Every run this one needs is done."""
+        return all(other.done for other in self.needs)
 
     @property
     def done(self) -> bool:
@@ -42,7 +49,8 @@ class Run:
 
 
 def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
-    """Run the recipes ``jobs`` at a time (in list order); exit if one fails."""
+    """Run the recipes ``jobs`` at a time (in list order, a run once its ``needs`` are done);
+    exit if one fails."""
     pending = [r for r in runs if not r.done]
     for r in runs:
         if r.done:
@@ -51,7 +59,13 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
     active: list[tuple[Run, subprocess.Popen, float, object]] = []
     while pending or active:
         while pending and len(active) < jobs:
-            r = pending.pop(0)
+            ready = [r for r in pending if r.ready]
+            if not ready:
+                if not active:
+                    sys.exit(f"{pending[0].name} needs a run that is neither done nor listed")
+                break
+            r = ready[0]
+            pending.remove(r)
             log = open(logs / f"{r.name}.log", "w")
             cmd = [sys.executable, str(RECIPES / r.script), r.hparams, *r.args, f"--output_folder={r.out}"]
             proc = subprocess.Popen(cmd, cwd=RECIPES, stdout=log, stderr=subprocess.STDOUT, env=env)

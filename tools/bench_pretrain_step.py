@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per row (median kept)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per row")
     parser.add_argument("--ratios", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1])
+    parser.add_argument("--target-ratios", nargs="+", default=["all"],
+                        help="fractions of the non-context tokens that enter the encoder "
+                             "('all': every token), timed for each context ratio below 1")
     parser.add_argument("--kinds", nargs="+", default=["transformer", "conformer"],
                         choices=["transformer", "conformer"])
     parser.add_argument("--attention", nargs="+", default=["gathered", "masked"],
@@ -89,6 +92,7 @@ def main(argv=None) -> int:
     start = time.time()
     rows = bench_pretrain_step(
         kinds=tuple(args.kinds), ratios=tuple(args.ratios),
+        target_ratios=tuple(None if t == "all" else float(t) for t in args.target_ratios),
         gathers=tuple(a == "gathered" for a in args.attention), dtypes=tuple(args.dtypes),
         num_layers=args.layers, d_model=args.d_model, nhead=args.heads, d_ffn=d_ffn,
         seconds=args.seconds, batch=args.batch, repeats=args.repeats, warmup=args.warmup,

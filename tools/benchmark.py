@@ -143,17 +143,17 @@ def main(argv=None) -> int:
     pretrains = {
         "mp3": Run("pretrain_mp3", "pretrain.py", "hparams/pp.yaml",
                    [*pretrain_common, *mp3_args, f"--context_ratio={args.context}"],
-                   out / "pretrain_mp3", "pretrain_summary.json",
+                   out / "pretrain_mp3", "pretrain_done.json",
                    {"method": "MP3", "context": args.context}),
         "bestrq": Run("pretrain_bestrq", "pretrain_bestrq.py", "hparams/bestrq.yaml",
-                      pretrain_common, out / "pretrain_bestrq", "pretrain_summary.json",
+                      pretrain_common, out / "pretrain_bestrq", "pretrain_done.json",
                       {"method": "BEST-RQ"}),
     }
     for ratio in sweep:
         pretrains[f"mp3_c{ratio:g}"] = Run(
             f"pretrain_mp3_c{ratio:g}", "pretrain.py", "hparams/pp.yaml",
             [*pretrain_common, *mp3_args, f"--context_ratio={ratio}"],
-            out / f"pretrain_mp3_c{ratio:g}", "pretrain_summary.json",
+            out / f"pretrain_mp3_c{ratio:g}", "pretrain_done.json",
             {"method": "MP3", "context": ratio})
     print(f"[2/4] pretraining: {len(pretrains)} runs of {minutes:g} min training time", flush=True)
     run_all(list(pretrains.values()), args.jobs, args.threads, logs)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     print("[4/4] table and plot", flush=True)
     summaries = {}
     for key, r in pretrains.items():
-        s = json.loads((r.out / "pretrain_summary.json").read_text())
+        s = json.loads((r.out / "pretrain_done.json").read_text())
         acc, chance = pretext_accuracy(r.out)
         gflops = s.get("achieved_gflop_per_s")
         summaries[key] = {**r.info, **s, "pretext_acc": acc, "pretext_chance": chance,

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         [*common, "--number_of_epochs=100000", f"--max_train_seconds={minutes * 60:g}",
          "--warmup_steps=200", "--lr=0.002", "--context_ratio=0.5", "--sigma_start=8",
          "--sigma_end=1", *(["--batch_size=4"] if args.quick else [])],
-        pp_out, "pretrain_summary.json",
+        pp_out, "pretrain_done.json",
     )
     runs = [pretrain]
     for name, _, _, _, encoder, extra in rows:

@@ -79,7 +79,13 @@ class CTCFineTune(ClockedBrain):
         if stage == sb.Stage.TRAIN and self.hparams.spec_augment:
             feats = self.hparams.time_drop(feats)
             feats = self.hparams.freq_drop(feats)
-        enc, lengths = self.modules.encoder(feats, wav_lens)
+        if self.hparams.freeze_encoder:
+            # A linear probe: the encoder is a fixed feature extractor, only ctc_lin learns.
+            self.modules.encoder.eval()
+            with torch.no_grad():
+                enc, lengths = self.modules.encoder(feats, wav_lens)
+        else:
+            enc, lengths = self.modules.encoder(feats, wav_lens)
         log_probs = torch.log_softmax(self.modules.ctc_lin(enc), dim=-1)
         return log_probs, lengths.float() / log_probs.shape[1]
 
@@ -313,7 +319,14 @@ def load_pretrained(hparams):
         )
     load_encoder_state(hparams["encoder"], path)
     if hparams["encoder_kind"] == "conformer" and hparams["pretrained_conv_mode"] == "off":
-        set_convolution_mode(hparams["encoder"], "on", zero_init=True)
+        set_convolution_mode(hparams["encoder"], hparams["conv_mode"], zero_init=True)
+
+
+def freeze_encoder(hparams):
+    """With ``freeze_encoder``, the encoder's weights get no gradient (a linear CTC probe)."""
+    if hparams["freeze_encoder"]:
+        for param in hparams["encoder"].parameters():
+            param.requires_grad_(False)
 
 
 def train_loader_kwargs(hparams, train):
@@ -354,6 +367,7 @@ def main(argv):
     brain.lm_decoder, brain.lm_settings, brain.lm_overlap = make_lm_decoder(hparams, tokenizer)
     if not brain.checkpointer.find_checkpoints():
         load_pretrained(hparams)
+    freeze_encoder(hparams)
 
     loader_kwargs = train_loader_kwargs(hparams, train)
     brain.train_sampler = loader_kwargs.get("sampler")  # so Brain calls set_epoch on it

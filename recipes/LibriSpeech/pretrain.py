@@ -52,19 +52,19 @@ class PositionPretrain(PretrainingBrain):
         feats = self.hparams.compute_features(wavs)
         feats = self.modules.normalize(feats, wav_lens)
         generator = self.valid_generator if stage != sb.Stage.TRAIN else None
-        logits, lengths, context = self.modules.model(feats, wav_lens, generator)
-        return logits, lengths, context
+        return self.modules.model(feats, wav_lens, generator)
 
-    def compute_objectives(self, predictions, batch, stage):
-        logits, lengths, context = predictions
-        loss = self.hparams.position_loss(logits, lengths, context, progress=self.progress)
-        mask = self.hparams.position_loss.token_mask(lengths, logits.shape[1], context)
-        self.position_stats.append(logits.detach(), lengths, mask)
+    def compute_objectives(self, output, batch, stage):
+        loss = self.hparams.position_loss.of_output(output, progress=self.progress)
+        self.position_stats.append_output(output)
         return loss
 
     def on_stage_start(self, stage, epoch=None):
         super().on_stage_start(stage, epoch)
-        self.position_stats = PositionStats(keep_pairs=self.hparams.confusion_pairs)
+        self.position_stats = PositionStats(
+            keep_pairs=self.hparams.confusion_pairs,
+            chance="prior" if self.hparams.position_target == "relative" else "uniform",
+        )
         self.valid_generator = torch.Generator().manual_seed(self.hparams.seed)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -134,6 +134,7 @@ def main(argv):
         train_loader_kwargs=train_loader_options(hparams, train),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
+    brain.finish()
 
 
 if __name__ == "__main__":

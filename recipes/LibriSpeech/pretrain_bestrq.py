@@ -106,6 +106,7 @@ def main(argv):
         train_loader_kwargs=train_loader_options(hparams, train),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
+    brain.finish()
 
 
 if __name__ == "__main__":

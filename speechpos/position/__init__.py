@@ -8,7 +8,13 @@
   :mod:`~speechpos.position.metrics`: the linear position head with length masking, the
   cross-entropy with optional Gaussian smoothing, accuracy and position error.
 - :mod:`~speechpos.position.embedding`: zero-initialised position embeddings for fine-tuning.
+- :mod:`~speechpos.position.anchors`, :mod:`~speechpos.position.relative`,
+  :mod:`~speechpos.position.queries`: the pretext's variants (DropPos-style anchors, relative
+  offset targets, only the context and a sample of targets through the encoder), put together
+  with the encoder and head by :class:`~speechpos.position.pretext.PositionPretext`.
 """
+
+from speechpos.position.anchors import AnchorSignal, sample_anchors
 
 from speechpos.position.context import (
     Context,
@@ -32,8 +38,20 @@ from speechpos.position.loss import (
     smoothed_targets,
 )
 from speechpos.position.metrics import PositionStats, position_accuracy, position_error
+from speechpos.position.pretext import PositionPretext, PretextOutput, build_position_head
+from speechpos.position.queries import QuerySet, select_queries
+from speechpos.position.relative import RelativePositionHead, reference_pairs
 
 __all__ = [
+    "AnchorSignal",
+    "PositionPretext",
+    "PretextOutput",
+    "QuerySet",
+    "RelativePositionHead",
+    "build_position_head",
+    "reference_pairs",
+    "sample_anchors",
+    "select_queries",
     "Context",
     "ContextSampler",
     "ContextAttention",

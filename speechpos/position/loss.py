@@ -204,3 +204,11 @@ class PositionLoss:
         return position_loss(
             logits, lengths.to(logits.device), mask, self.sigma(progress), self.layout, weights
         )
+
+    def of_output(self, output, progress: float = 0.0, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of a :class:`~speechpos.position.pretext.PretextOutput` (its own mask and true
+        classes; ``loss_on`` was applied by the pretext)."""
+        return position_loss(
+            output.logits, output.num_classes, output.mask, self.sigma(progress), self.layout,
+            weights, true=output.true,
+        )

@@ -3,7 +3,9 @@
 :class:`PositionStats` accumulates over an epoch, in SpeechBrain's ``MetricStats`` manner
 (``append`` per batch, ``summarize`` at the end), and keeps the (true, predicted) pairs for a
 confusion heatmap. Chance levels are those of a guess uniform over the positions each
-example can have, so a variable-length corpus has an honest baseline.
+example can have, so a variable-length corpus has an honest baseline; with ``chance="prior"``
+(relative targets, whose classes are not equally likely) they are those of a guess drawn
+from the distribution of the true classes scored.
 
 Example
 -------
@@ -67,11 +69,17 @@ class PositionStats:
         Geometry for the error (default 1-D).
     keep_pairs : int
         Keep up to this many (true, predicted) pairs for :meth:`confusion`.
+    chance : str
+        "uniform": a guess uniform over each example's possible positions; "prior": a guess
+        drawn from the distribution of the true classes (1-D layout only).
     """
 
-    def __init__(self, layout: PositionLayout | None = None, keep_pairs: int = 200_000):
+    def __init__(self, layout: PositionLayout | None = None, keep_pairs: int = 200_000, chance: str = "uniform"):
+        if chance not in ("uniform", "prior"):
+            raise ValueError(f"chance must be 'uniform' or 'prior', got {chance!r}")
         self.layout = layout or PositionLayout()
         self.keep_pairs = keep_pairs
+        self.chance = chance
         self.clear()
 
     def clear(self) -> None:
@@ -83,18 +91,31 @@ class PositionStats:
         self.chance_error = 0.0
         self.pairs: list[np.ndarray] = []
         self._kept = 0
+        self.class_counts = np.zeros(0, dtype=np.int64)
+
+    def append_output(self, output) -> None:
+        """Add a :class:`~speechpos.position.pretext.PretextOutput`."""
+        self.append(output.logits, output.num_classes, output.mask, output.true)
 
     @torch.no_grad()
     def append(
-        self, logits: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        lengths: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        true: torch.Tensor | None = None,
     ) -> None:
         """Add a batch of (B, T, P) logits; ``mask`` (B, T) picks the tokens scored
-        (default: all valid tokens)."""
+        (default: all valid tokens); ``true`` (B, T) their true classes (default: token t is
+        at position t; then ``lengths`` also bounds the tokens, else only the classes)."""
         lengths = lengths.to(logits.device)
         batch, length, num = logits.shape
-        valid = valid_mask(lengths, length)
-        mask = valid if mask is None else (mask & valid)
-        true = _true_positions(logits)
+        if true is None:
+            valid = valid_mask(lengths, length)
+            mask = valid if mask is None else (mask & valid)
+            true = _true_positions(logits)
+        elif mask is None:
+            raise ValueError("with true classes given, give the mask of the tokens scored too")
         pred = logits.argmax(-1)
         n = int(mask.sum())
         self.tokens += n
@@ -107,6 +128,12 @@ class PositionStats:
         possible = valid_mask(lengths, num)[:, None, :]
         mean_dist = (dist_all * possible).sum(-1) / per_example[:, None]
         self.chance_error += float((mean_dist * mask).sum())
+        counts = np.bincount(true[mask].cpu().numpy(), minlength=num)
+        if len(counts) > len(self.class_counts):
+            counts[: len(self.class_counts)] += self.class_counts
+            self.class_counts = counts
+        else:
+            self.class_counts[: len(counts)] += counts
         if self._kept < self.keep_pairs:
             pair = torch.stack([true[mask], pred[mask]], 1).cpu().numpy()
             self.pairs.append(pair[: self.keep_pairs - self._kept])
@@ -131,6 +158,8 @@ class PositionStats:
         """Dict with ``accuracy``, ``position_error``, ``chance_accuracy``,
         ``chance_position_error`` and ``tokens``; or one of them if ``field`` is given."""
         n = max(self.tokens, 1)
+        if self.chance == "prior":
+            self._chance_from_prior()
         out = {
             "accuracy": self.hits / n,
             "position_error": self.error / n,
@@ -139,6 +168,12 @@ class PositionStats:
             "tokens": self.tokens,
         }
         return out if field is None else out[field]
+
+    def _chance_from_prior(self) -> None:
+        p = self.class_counts / max(self.class_counts.sum(), 1)
+        classes = np.arange(len(p))
+        self.chance_hits = float((p**2).sum()) * self.tokens
+        self.chance_error = float(p @ np.abs(classes[:, None] - classes[None, :]) @ p) * self.tokens
 
     def confusion(self, num_positions: int | None = None) -> np.ndarray:
         """(P, P) counts of tokens at true position i predicted at position j."""

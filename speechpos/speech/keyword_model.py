@@ -160,3 +160,45 @@ class TokenClassifier(nn.Module):
         """(B, N, D) encoder output -> (B, num_classes) logits."""
         return self.linear(self.pool(tokens))
 
+
+
+class KeywordPositionModel(nn.Module):
+    """MP3 on keyword clips: :class:`KeywordTransformer` tokens -> the shared position pretext
+    (:class:`~speechpos.position.pretext.PositionPretext`: context, anchors, query subsets,
+    absolute or relative head).
+
+    Arguments
+    ---------
+    encoder : KeywordTransformer
+        Built with ``position_embedding="none"``.
+    head : PositionHead or RelativePositionHead
+        The pretext's head.
+    sampler : ContextSampler
+        Which tokens are keys/values.
+    loss_on, anchor_ratio, target_ratio :
+        See :class:`~speechpos.position.pretext.PositionPretext`.
+
+    >>> from speechpos.position import ContextSampler, PositionHead
+    >>> kwt = KeywordTransformer(d_model=32, num_layers=1, nhead=4, d_ffn=64)
+    >>> model = KeywordPositionModel(kwt, PositionHead(32, 49), ContextSampler(0.25), anchor_ratio=1.0)
+    >>> out = model(torch.randn(2, 98, 40))
+    >>> out.logits.shape, int(out.mask[0].sum())          # 37 excluded tokens carry loss
+    (torch.Size([2, 49, 49]), 37)
+    """
+
+    def __init__(self, encoder: KeywordTransformer, head, sampler, loss_on: str = "all",
+                 anchor_ratio: float = 0.0, target_ratio: float | None = None):
+        super().__init__()
+        from speechpos.position.pretext import PositionPretext
+
+        if encoder.position_embedding is not None:
+            raise ValueError("position-prediction pretraining needs an encoder without position embedding")
+        self.encoder = encoder
+        self.pretext = PositionPretext(encoder.encoder, head, sampler, loss_on, anchor_ratio,
+                                       target_ratio, max_positions=encoder.num_tokens)
+
+    def forward(self, feats: torch.Tensor, generator: torch.Generator | None = None):
+        """(B, frames, F) features -> :class:`~speechpos.position.pretext.PretextOutput`."""
+        tokens = self.encoder.embed(feats)
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+        return self.pretext(tokens, lengths, generator)

@@ -1,7 +1,8 @@
-"""Speech position-prediction model: encoder + position head, context sampled in forward.
+"""Speech position-prediction model: frame patches -> the shared position pretext.
 
 Everything a training step needs happens in one ``forward``, so the model can be wrapped in
-DistributedDataParallel as a single module.
+DistributedDataParallel as a single module. The pretext's variants (anchors, relative targets,
+query subsets) are those of :class:`~speechpos.position.pretext.PositionPretext`.
 
 Example
 -------
@@ -10,9 +11,9 @@ Example
 >>> from speechpos.speech import FramePatchEmbedding, SpeechEncoder, build_encoder
 >>> enc = SpeechEncoder(FramePatchEmbedding(80, 4, 32), build_encoder("transformer", 2, 32, 4, 64))
 >>> model = SpeechPositionModel(enc, PositionHead(32, 100), ContextSampler(0.25))
->>> logits, lengths, context = model(torch.randn(2, 80, 80), torch.tensor([1.0, 0.5]))
->>> logits.shape, context.counts.tolist()
-(torch.Size([2, 20, 20]), [5, 2])
+>>> out = model(torch.randn(2, 80, 80), torch.tensor([1.0, 0.5]))
+>>> out.logits.shape, out.num_classes.tolist(), out.context.counts.tolist()
+(torch.Size([2, 20, 20]), [20, 10], [5, 2])
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from torch import nn
 
 from speechpos.position.context import ContextSampler
 from speechpos.position.head import PositionHead
+from speechpos.position.pretext import PositionPretext, PretextOutput
+from speechpos.position.relative import RelativePositionHead
 from speechpos.speech.model import SpeechEncoder
 
 
@@ -32,23 +35,37 @@ class SpeechPositionModel(nn.Module):
     ---------
     encoder : SpeechEncoder
         Built without position embedding.
-    head : PositionHead
-        Linear head over positions.
+    head : PositionHead or RelativePositionHead
+        Absolute positions, or offsets from a context token.
     sampler : ContextSampler
         Which tokens supply keys/values.
+    loss_on, anchor_ratio, target_ratio, max_positions :
+        See :class:`~speechpos.position.pretext.PositionPretext`.
     """
 
-    def __init__(self, encoder: SpeechEncoder, head: PositionHead, sampler: ContextSampler):
+    def __init__(
+        self,
+        encoder: SpeechEncoder,
+        head: PositionHead | RelativePositionHead,
+        sampler: ContextSampler,
+        loss_on: str = "all",
+        anchor_ratio: float = 0.0,
+        target_ratio: float | None = None,
+        max_positions: int = 1000,
+    ):
         super().__init__()
         if encoder.position_embedding is not None:
             raise ValueError("position-prediction pretraining needs an encoder without position embedding")
         self.encoder = encoder
-        self.head = head
-        self.sampler = sampler
+        self.pretext = PositionPretext(
+            encoder.encoder, head, sampler, loss_on, anchor_ratio, target_ratio, max_positions
+        )
 
-    def forward(self, feats, rel_lengths, generator: torch.Generator | None = None):
-        """Returns (logits (B, T, P), token lengths (B,), context or None)."""
+    @property
+    def head(self):
+        return self.pretext.head
+
+    def forward(self, feats, rel_lengths, generator: torch.Generator | None = None) -> PretextOutput:
+        """Filterbank features (B, F, n_mels) and relative lengths -> :class:`PretextOutput`."""
         tokens, lengths = self.encoder.embed(feats, rel_lengths)
-        context = self.sampler(lengths, tokens.shape[1], generator)
-        out = self.encoder.encoder(tokens, lengths, context)
-        return self.head(out, lengths), lengths, context
+        return self.pretext(tokens, lengths, generator)

@@ -6,7 +6,8 @@ Comparing pretrainers fairly means giving them the same *training* wall time (va
 excluded) and reading their throughput the same way; :class:`TrainingClock` keeps that
 account (and is checkpointed, so a resumed run keeps its budget), and :class:`PretrainingBrain`
 stops training when the budget is spent, writes ``encoder.ckpt`` after every validation,
-``encoder_at_<N>s.ckpt`` snapshots at chosen training times, and ``pretrain_summary.json``.
+``encoder_at_<N>s.ckpt`` snapshots at chosen training times, and ``pretrain_summary.json``;
+``pretrain_done.json`` once training has ended (:meth:`PretrainingBrain.finish`).
 
 Example
 -------
@@ -206,6 +207,14 @@ class PretrainingBrain(ClockedBrain):
         self.save_encoder("encoder.ckpt")
         if if_main_process():
             with open(os.path.join(self.hparams.output_folder, "pretrain_summary.json"), "w") as f:
+                json.dump(self.summary(), f, indent=1)
+
+    def finish(self) -> None:
+        """After ``fit``: the final summary, also as ``pretrain_done.json``, the mark of a run
+        that ended (its budget or epochs spent) rather than one interrupted after a validation."""
+        self.export()
+        if if_main_process():
+            with open(os.path.join(self.hparams.output_folder, "pretrain_done.json"), "w") as f:
                 json.dump(self.summary(), f, indent=1)
 
     def summary(self) -> dict:

@@ -442,3 +442,52 @@ def test_ctc_refuses_bad_step_limit_and_selection_key(override, message, tmp_pat
     proc = run_recipe("asr_ctc.py", "hparams/ctc.yaml", f"--output_folder={tmp_path}", override, check=False)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "variant, overrides",
+    [
+        ("anchors-fast", ["--anchor_ratio=1.0", "--target_ratio=0.5"]),
+        ("relative", ["--position_target=relative", "--max_offset=4"]),
+    ],
+)
+def test_pretext_variants_run_on_crops(variant, overrides, tiny_librispeech, tmp_path):
+    """The recipe's pretext switches, end to end on 1-s crops: metrics against the variant's own
+    chance, the encoder exported, the run marked done. (That the variants *learn* is shown
+    on a toy sequence in tests/unittests/position/test_pretext_variants.py and on speech by
+    tools/pretext_sweep.py: a tiny corpus gives too few steps.)"""
+    import json
+
+    out = tmp_path / variant
+    run_recipe(
+        "pretrain.py", "hparams/pp.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=3", "--crop_seconds=1.0", *TINY_MODEL,
+        *overrides,
+    )
+    stats = log_stats(out / "train_log.txt")
+    assert [s["epoch"] for s in stats] == [1, 2, 3]
+    last = stats[-1]
+    if variant == "relative":  # 9 offset classes, offset 0 never drawn: chance near 1/8
+        assert 0.1 < last["valid chance_acc"] < 0.16
+        assert last["valid chance_err"] < 4.0
+    else:  # 25 patches of 40 ms per crop
+        assert last["valid chance_acc"] == pytest.approx(0.04, abs=0.002)
+        assert last["valid chance_err"] == pytest.approx(8.3, abs=0.3)
+    done = json.loads((out / "pretrain_done.json").read_text())
+    assert done["optimizer_steps"] > 0 and (out / "encoder.ckpt").is_file()
+
+
+def test_ctc_linear_probe_trains_only_the_ctc_layer(pretrain_run, tiny_librispeech, tmp_path):
+    out = tmp_path / "probe"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=2", "--speed_perturb=False",
+        f"--pretrained_encoder={pretrain_run / 'encoder.ckpt'}", "--freeze_encoder=True",
+        *TINY_MODEL, *PRETRAINED_ARCHITECTURE,
+    )
+    pretrained = torch.load(pretrain_run / "encoder.ckpt")
+    ckpt = sorted((out / "save").glob("CKPT+*"))[-1]
+    probed = torch.load(ckpt / "encoder.ckpt")
+    assert all(torch.equal(pretrained[k], probed[k]) for k in pretrained)
+    stats = log_stats(out / "train_log.txt")
+    assert stats[-1]["train loss"] < stats[0]["train loss"]

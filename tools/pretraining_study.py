@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""The downstream study that decides it: does position-prediction pretraining lower WER?
+
+On the bench corpus (``make_corpus --size bench``: 10 h of unlabelled training audio, dev and
+test with unseen voices and texts) every row uses the CTC baseline's encoder body (6-layer
+conformer, d 144, 40-ms patches, null key; the convolution off during position prediction and
+switched on, zero-initialised, for fine-tuning) and the same fine-tuning recipe
+(``asr_ctc.py hparams/ctc.yaml``, ``--ctc-steps`` optimizer steps, greedy decoding,
+checkpoint chosen on dev WER):
+
+1. pretraining, each run given the same training wall time (``--pretrain-minutes``,
+   validation excluded) on the 10 h: MP3 as built before (whole utterances), the variants
+   chosen by ``tools/pretext_sweep.py`` and BEST-RQ;
+2. fine-tuning at each label budget (``--labels``: Libri-light-style subsets drawn by speaker)
+   and seed: from scratch (sinusoidal positions), from each pretrainer (zero-initialised
+   learned positions), the paper's headline row (the best variant fine-tuned with no position
+   signal at all) and from scratch with none;
+3. frozen-encoder probes at the largest budget: a linear CTC layer on the frozen pretrained
+   encoder against the same on a frozen random one (no position signal, convolution off);
+4. the pretraining step's speed: context + a third of the targets through the encoder against
+   the same encoder unmasked, equal batch, fp32 and bf16 (:func:`speechpos.bench.bench_pretrain_step`).
+
+Writes ``<docs>/pretraining_study.md``, ``<docs>/pretraining_study.json`` (``rows``: one object
+per row, label budget and seed; ``step_speedup_fp32`` / ``step_speedup_bf16``) and
+``<docs>/pretraining_study.png`` (test WER against labelled data per row). Finished runs are
+kept: rerunning resumes, and adding a seed or a budget runs only what is new.
+
+Usage::
+
+    .venv/bin/python tools/pretraining_study.py --jobs 2 --pretrain-minutes 30 --ctc-steps 1000
+    .venv/bin/python tools/pretraining_study.py --preset quick --out /tmp/study --docs /tmp/docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from speechpos.plots import _pyplot, _save, markdown_table, read_train_log, write_report  # noqa: E402
+from speechpos.runs import Run, made_corpus, run_all  # noqa: E402
+
+LOW_LABEL_SECONDS = {"10s": 10.0, "30s": 30.0, "10min": 600.0, "1h": 3600.0, "10h": 36000.0}
+BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
+
+# Pretrainers: name -> (script, hparams, overrides). The MP3 variants are the pretext sweep's.
+PRETRAINERS = {
+    "MP3 (as built)": ("pretrain.py", "hparams/pp_conformer.yaml",
+                       {"crop_seconds": None, "batch_size": 8}),
+    "MP3 + anchors": ("pretrain.py", "hparams/pp_conformer.yaml",
+                      {"crop_seconds": 2.0, "batch_size": 32, "anchor_ratio": 0.25,
+                       "target_ratio": 0.33}),
+    "MP3 relative": ("pretrain.py", "hparams/pp_conformer.yaml",
+                     {"crop_seconds": 2.0, "batch_size": 32, "position_target": "relative",
+                      "max_offset": 8, "target_ratio": 0.33}),
+    "BEST-RQ": ("pretrain_bestrq.py", "hparams/bestrq.yaml", {"conv_mode": "on"}),
+}
+PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_epochs": 100000,
+                   "ckpt_interval_minutes": 0}
+
+PRESETS = {
+    "cpu": dict(size="bench", corpus="LibriSpeech-bench", model=[], batch_every=2000),
+    "quick": dict(size="tiny", corpus="LibriSpeech-tiny", batch_every=16,
+                  model=["--num_layers=2", "--d_model=32", "--nhead=4", "--d_ffn=64"]),
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+def as_args(values: dict) -> list[str]:
+    return [f"--{k}={'null' if v is None else v}" for k, v in values.items()]
+
+
+def last_valid(out: Path) -> dict:
+    log = out / "train_log.txt"
+    valid = [r["valid"] for r in read_train_log(log) if "valid" in r] if log.is_file() else []
+    return valid[-1] if valid else {}
+
+
+def step_speedups(out: Path, model: list[str]) -> dict:
+    """Median step time of the pretraining step, unmasked vs context 0.25 + 1/3 of the targets."""
+    cache = out / "step_speed.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    import torch
+
+    from speechpos.bench import bench_pretrain_step
+
+    torch.set_num_threads(1)
+    quick = bool(model)
+    rows = bench_pretrain_step(
+        kinds=("conformer",), ratios=(1.0, 0.25), target_ratios=(None, 0.33), gathers=(True,),
+        dtypes=("fp32", "bf16"), seconds=2.0 if quick else 10.0, batch=2 if quick else 8,
+        repeats=2 if quick else 5, warmup=1 if quick else 2,
+        **({"num_layers": 2, "d_model": 32, "nhead": 4, "d_ffn": 64} if quick else {}),
+    )
+    result = {"rows": rows}
+    for dtype in ("fp32", "bf16"):
+        fast = [r for r in rows if r["dtype"] == dtype and r["targets"] == 0.33]
+        result[f"step_speedup_{dtype}"] = round(fast[0]["speedup"], 2)
+    cache.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def plot(rows: list[dict], labels: list[str], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    names = list(dict.fromkeys(r["name"] for r in rows if not r["name"].startswith("probe")))
+    xs = [LOW_LABEL_SECONDS[b] / 60 for b in labels]
+    for name in names:
+        ys, es = [], []
+        for b in labels:
+            w = [r["test_clean_wer"] for r in rows if r["name"] == name and r["labels"] == b]
+            ys.append(statistics.mean(w) if w else float("nan"))
+            es.append(statistics.stdev(w) if len(w) > 1 else 0.0)
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name,
+                    ls="--" if "scratch" in name else "-")
+    ax.set_xscale("log")
+    ax.set_xticks(xs, labels)
+    ax.set_xlabel("labelled training data")
+    ax.set_ylabel("test-clean WER (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, "Fine-tuned CTC: test WER against labelled data")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    parser.add_argument("--pretrainers", nargs="+", default=list(PRETRAINERS), choices=list(PRETRAINERS))
+    parser.add_argument("--best", default="MP3 + anchors", choices=[p for p in PRETRAINERS if p.startswith("MP3")],
+                        help="the variant that gets the no-PE row and the probe")
+    parser.add_argument("--labels", nargs="+", default=["10min", "1h"], choices=list(LOW_LABEL_SECONDS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--pretrain-minutes", type=float, default=30.0)
+    parser.add_argument("--ctc-steps", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-probe", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    t0 = time.time()
+
+    out = args.out
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    corpus = ROOT / "data" / preset["corpus"]
+    prep = made_corpus(corpus, preset["size"], 1234, args.jobs, out / "prep",
+                       low_label={b: LOW_LABEL_SECONDS[b] for b in args.labels})
+    data = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True"]
+    budget = args.pretrain_minutes * 60
+
+    pretrains = {}
+    for name in args.pretrainers:
+        script, hparams, extra = PRETRAINERS[name]
+        values = {**PRETRAIN_COMMON, **extra, "max_train_seconds": budget, "seed": 0}
+        pretrains[name] = Run(f"pretrain_{slug(name)}", script, hparams,
+                              data + BODY[:3] + as_args(values) + preset["model"],
+                              out / f"pretrain_{slug(name)}", "pretrain_done.json")
+    ctc_common = data + BODY + preset["model"] + [
+        f"--number_of_steps={args.ctc_steps}", f"--warmup_steps={max(args.ctc_steps // 6, 1)}",
+        f"--train_samples_per_epoch={preset['batch_every']}", "--dynamic_batching=False",
+        "--ckpt_interval_minutes=0"]
+
+    def ctc(row, labels, seed, pretrainer=None, pe="learned", frozen=False):
+        extra = [f"--position_embedding={pe}", f"--seed={seed}",
+                 f"--train_csv={prep / f'train-{labels}.csv'}"]
+        needs = []
+        if pretrainer:
+            extra.append(f"--pretrained_encoder={pretrains[pretrainer].out / 'encoder.ckpt'}")
+            needs = [pretrains[pretrainer]]
+            if pretrainer == "BEST-RQ":
+                extra.append("--pretrained_conv_mode=on")
+        if frozen:
+            extra += ["--freeze_encoder=True", "--conv_mode=off"]
+        run = Run(f"ctc_{slug(row)}_{labels}_{seed}", "asr_ctc.py", "hparams/ctc.yaml",
+                  ctc_common + extra, out / f"ctc_{slug(row)}_{labels}_{seed}", "results.json",
+                  needs=needs)
+        run.info = {"name": row, "labels": labels, "seed": seed, "pretrainer": pretrainer}
+        return run
+
+    ctcs = []
+    largest = max(args.labels, key=LOW_LABEL_SECONDS.get)
+    for seed in args.seeds:
+        for labels in args.labels:
+            ctcs.append(ctc("scratch, sinusoidal PE", labels, seed, pe="sinusoidal"))
+            for name in args.pretrainers:
+                ctcs.append(ctc(f"{name}, zero-init PE", labels, seed, name))
+            if args.best in pretrains:
+                ctcs.append(ctc(f"{args.best}, no PE", labels, seed, args.best, pe="none"))
+            ctcs.append(ctc("scratch, no PE", labels, seed, pe="none"))
+        if not args.no_probe and args.best in pretrains:
+            ctcs.append(ctc(f"probe: frozen {args.best}", largest, seed, args.best, pe="none", frozen=True))
+            ctcs.append(ctc("probe: frozen random encoder", largest, seed, pe="none", frozen=True))
+    # Pretrainings first; fine-tunings from scratch fill the slots while the last ones run.
+    ctcs.sort(key=lambda r: r.info["pretrainer"] is not None)
+    print(f"[1/2] {len(pretrains)} pretrainings of {args.pretrain_minutes:g} min, then "
+          f"{len(ctcs)} CTC fine-tunings of {args.ctc_steps} steps", flush=True)
+    run_all(list(pretrains.values()) + ctcs, args.jobs, args.threads, out / "logs")
+
+    print("[2/2] step speed, table and plot", flush=True)
+    speed = step_speedups(out, preset["model"])
+    pre = {}
+    for name, run in pretrains.items():
+        summary = json.loads((run.out / "pretrain_done.json").read_text())
+        v = last_valid(run.out)
+        pre[name] = {
+            "pretrain_minutes": round(summary["train_seconds"] / 60, 2),
+            "audio_s_per_s": summary["audio_s_per_s"],
+            "audio_hours": summary["audio_hours"],
+            "dev_position_accuracy": round(100 * v["pos_acc"], 2) if "pos_acc" in v else None,
+            "chance_position_accuracy": round(100 * v["chance_acc"], 2) if "chance_acc" in v else None,
+            "dev_position_error": v.get("pos_err"), "chance_position_error": v.get("chance_err"),
+            "dev_code_accuracy": round(100 * v["code_acc"], 2) if "code_acc" in v else None,
+        }
+    rows = []
+    for run in ctcs:
+        res = json.loads((run.out / "results.json").read_text())
+        p = pre.get(run.info["pretrainer"], {})
+        rows.append({
+            "name": run.info["name"], "labels": run.info["labels"], "seed": run.info["seed"],
+            "test_clean_wer": res["test-clean"]["WER"], "test_clean_cer": res["test-clean"]["CER"],
+            "dev_clean_wer": res["dev-clean"]["WER"], "dev_clean_cer": res["dev-clean"]["CER"],
+            "pretrain_minutes": p.get("pretrain_minutes", 0.0),
+            "dev_position_accuracy": p.get("dev_position_accuracy"),
+            "chance_position_accuracy": p.get("chance_position_accuracy"),
+        })
+
+    def mean_sd(values):
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    cells = []
+    for name in names:
+        line = [name]
+        for labels in args.labels:
+            sel = [r for r in rows if r["name"] == name and r["labels"] == labels]
+            line += [mean_sd([r["test_clean_wer"] for r in sel]) if sel else "",
+                     mean_sd([r["test_clean_cer"] for r in sel]) if sel else ""]
+        line.append(len({r["seed"] for r in rows if r["name"] == name}))
+        cells.append(line)
+    headers = ["row"] + [f"{b} {m}" for b in args.labels for m in ("test WER", "test CER")] + ["seeds"]
+    pre_table = markdown_table(
+        ["pretrainer", "minutes", "audio h seen", "audio-s/s", "dev pretext acc %", "chance %",
+         "dev position error", "chance error"],
+        [[n, p["pretrain_minutes"], p["audio_hours"], p["audio_s_per_s"],
+          p["dev_position_accuracy"] if p["dev_position_accuracy"] is not None else p["dev_code_accuracy"],
+          p["chance_position_accuracy"], p["dev_position_error"], p["chance_position_error"]]
+         for n, p in pre.items()])
+    speed_table = markdown_table(
+        ["dtype", "context ratio", "target ratio", "step ms", "speed-up vs unmasked"],
+        [[r["dtype"], r["ratio"], "all" if r["targets"] is None else r["targets"],
+          round(r["step_ms"], 1), f"{r['speedup']:.2f}x"] for r in speed["rows"]])
+
+    def rel(a, b):
+        return None if not b else round(100 * (b - a) / b, 1)
+
+    verdicts = {}
+    for labels in args.labels:
+        def mean_wer(name, labels=labels):
+            w = [r["test_clean_wer"] for r in rows if r["name"] == name and r["labels"] == labels]
+            return statistics.mean(w) if w else None
+        scratch = mean_wer("scratch, sinusoidal PE")
+        pp = {n: mean_wer(n) for n in names if n.startswith("MP3") and mean_wer(n) is not None}
+        best = min(pp, key=pp.get) if pp else None
+        verdicts[labels] = {
+            "scratch_wer": scratch, "best_position_row": best,
+            "best_position_wer": pp.get(best), "relative_reduction_pct": rel(pp[best], scratch) if best else None,
+            "bestrq_wer": mean_wer("BEST-RQ, zero-init PE"),
+        }
+    setup = (
+        f"`python tools/pretraining_study.py --pretrain-minutes {args.pretrain_minutes:g} --ctc-steps "
+        f"{args.ctc_steps} --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}` on "
+        f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), CPU, "
+        f"precision auto; every row the CTC baseline's conformer body with a null key; fine-tuning "
+        f"{args.ctc_steps} steps of 8 utterances, lr 2e-3, checkpoint on dev WER, greedy decoding; "
+        f"wall {time.time() - t0:.0f} s for this invocation."
+    )
+    report = "\n\n".join([
+        setup, "### Test-clean WER / CER (%), mean ± std over seeds", markdown_table(headers, cells),
+        "### Pretraining (equal training wall time)", pre_table,
+        "### Pretraining step: only the context and a third of the targets through the encoder",
+        speed_table,
+    ])
+    args.docs.mkdir(parents=True, exist_ok=True)
+    write_report(report, "", args.docs / "pretraining_study.md")
+    (args.docs / "pretraining_study.json").write_text(json.dumps({
+        "setup": setup, "rows": rows, "pretraining": pre, "verdicts": verdicts,
+        "step_speedup_fp32": speed["step_speedup_fp32"], "step_speedup_bf16": speed["step_speedup_bf16"],
+        "step_speed_rows": speed["rows"],
+    }, indent=1))
+    plot(rows, args.labels, args.docs / "pretraining_study.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
