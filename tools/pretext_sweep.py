@@ -57,6 +57,7 @@ SETTINGS = {
     "smoothing": ("smoothing sigma 2 -> 0", {"sigma_start": 2.0, "sigma_end": 0.0}),
     "relative4": ("relative offsets, k = 4", {"position_target": "relative", "max_offset": 4}),
     "anchors1.0": ("anchors: all context positioned", {"anchor_ratio": 1.0}),
+    "anchors1.0_context0.5": ("anchors 100 %, context 0.5", {"anchor_ratio": 1.0, "context_ratio": 0.5}),
     "anchors1.0_fast": ("anchors 100 %, 1/3 of targets encoded", {"anchor_ratio": 1.0, "target_ratio": 0.33}),
     "relative8_fast": ("relative k = 8, 1/3 of targets encoded", {"position_target": "relative", "max_offset": 8, "target_ratio": 0.33}),
 }

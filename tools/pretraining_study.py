@@ -14,7 +14,7 @@ checkpoint chosen on dev WER):
 2. fine-tuning at each label budget (``--labels``: Libri-light-style subsets drawn by speaker)
    and seed: from scratch (sinusoidal positions), from each pretrainer (zero-initialised
    learned positions), the paper's headline row (the best variant fine-tuned with no position
-   signal at all) and from scratch with none;
+   signal at all) and, with ``--scratch-no-pe``, from scratch with none;
 3. frozen-encoder probes at the largest budget: a linear CTC layer on the frozen pretrained
    encoder against the same on a frozen random one (no position signal, convolution off);
 4. the pretraining step's speed: context + a third of the targets through the encoder against
@@ -27,7 +27,8 @@ kept: rerunning resumes, and adding a seed or a budget runs only what is new.
 
 Usage::
 
-    .venv/bin/python tools/pretraining_study.py --jobs 2 --pretrain-minutes 30 --ctc-steps 1000
+    .venv/bin/python tools/pretraining_study.py --jobs 2 --pretrain-minutes 20 --ctc-steps 1000
+    .venv/bin/python tools/pretraining_study.py --seeds 0 1          # adds seed 1, keeps seed 0
     .venv/bin/python tools/pretraining_study.py --preset quick --out /tmp/study --docs /tmp/docs
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -66,14 +68,18 @@ PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_
                    "ckpt_interval_minutes": 0}
 
 PRESETS = {
-    "cpu": dict(size="bench", corpus="LibriSpeech-bench", model=[], batch_every=2000),
-    "quick": dict(size="tiny", corpus="LibriSpeech-tiny", batch_every=16,
+    "cpu": dict(size="bench", corpus="LibriSpeech-bench", model=[], batch_every=2000,
+                pretrain_minutes=20.0, ctc_steps=1000, labels=["10min", "1h"]),
+    # Plumbing check (tests): tiny corpus and model, seconds per run.
+    "quick": dict(size="tiny", corpus="LibriSpeech-tiny", batch_every=16, pretrain_minutes=0.05,
+                  ctc_steps=6, labels=["10s", "30s"],
                   model=["--num_layers=2", "--d_model=32", "--nhead=4", "--d_ffn=64"]),
 }
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+    """A folder name for a row: ``"MP3 + anchors, no PE"`` -> ``mp3_anchors_no_pe``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def as_args(values: dict) -> list[str]:
@@ -139,22 +145,27 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrainers", nargs="+", default=list(PRETRAINERS), choices=list(PRETRAINERS))
     parser.add_argument("--best", default="MP3 + anchors", choices=[p for p in PRETRAINERS if p.startswith("MP3")],
                         help="the variant that gets the no-PE row and the probe")
-    parser.add_argument("--labels", nargs="+", default=["10min", "1h"], choices=list(LOW_LABEL_SECONDS))
+    parser.add_argument("--labels", nargs="+", choices=list(LOW_LABEL_SECONDS), help="default: the preset's")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--pretrain-minutes", type=float, default=30.0)
-    parser.add_argument("--ctc-steps", type=int, default=1000)
+    parser.add_argument("--pretrain-minutes", type=float, help="training time per pretraining (default: the preset's)")
+    parser.add_argument("--ctc-steps", type=int, help="optimizer steps per fine-tuning (default: the preset's)")
+    parser.add_argument("--corpus", type=Path, help="LibriSpeech-layout corpus (default data/<the preset's>; made if absent)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-probe", action="store_true")
+    parser.add_argument("--scratch-no-pe", action="store_true", help="also from scratch with no position signal")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    for key in ("pretrain_minutes", "ctc_steps", "labels"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
     t0 = time.time()
 
     out = args.out
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    corpus = ROOT / "data" / preset["corpus"]
+    corpus = args.corpus or ROOT / "data" / preset["corpus"]
     prep = made_corpus(corpus, preset["size"], 1234, args.jobs, out / "prep",
                        low_label={b: LOW_LABEL_SECONDS[b] for b in args.labels})
     data = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True"]
@@ -198,7 +209,8 @@ def main(argv=None) -> int:
                 ctcs.append(ctc(f"{name}, zero-init PE", labels, seed, name))
             if args.best in pretrains:
                 ctcs.append(ctc(f"{args.best}, no PE", labels, seed, args.best, pe="none"))
-            ctcs.append(ctc("scratch, no PE", labels, seed, pe="none"))
+            if args.scratch_no_pe:
+                ctcs.append(ctc("scratch, no PE", labels, seed, pe="none"))
         if not args.no_probe and args.best in pretrains:
             ctcs.append(ctc(f"probe: frozen {args.best}", largest, seed, args.best, pe="none", frozen=True))
             ctcs.append(ctc("probe: frozen random encoder", largest, seed, pe="none", frozen=True))

@@ -153,6 +153,13 @@ class PositionStats:
         dist.all_reduce(counts)
         self.tokens = int(counts[0])
         self.hits, self.error, self.chance_hits, self.chance_error = counts[1:].tolist()
+        if self.chance == "prior":  # the prior is the whole job's class distribution
+            width = torch.tensor([len(self.class_counts)])
+            dist.all_reduce(width, op=dist.ReduceOp.MAX)
+            classes = torch.zeros(int(width), dtype=torch.int64)
+            classes[: len(self.class_counts)] = torch.from_numpy(self.class_counts)
+            dist.all_reduce(classes)
+            self.class_counts = classes.numpy()
 
     def summarize(self, field: str | None = None):
         """Dict with ``accuracy``, ``position_error``, ``chance_accuracy``,

@@ -1,0 +1,54 @@
+"""tools/pretraining_study.py end to end on the tiny corpus (--preset quick): every pretrainer
+and row, equal pretraining time, equal fine-tuning steps, the probe, the speed rows, the JSON
+keys other versions compare against, and resuming without rerunning."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def study(tiny_librispeech, out, docs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
+         "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech),
+         "--pretrainers", "MP3 (as built)", "MP3 + anchors", "BEST-RQ"],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )
+
+
+def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeech, tmp_path):
+    out, docs = tmp_path / "study", tmp_path / "docs"
+    proc = study(tiny_librispeech, out, docs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((docs / "pretraining_study.json").read_text())
+
+    rows = report["rows"]
+    names = {r["name"] for r in rows}
+    assert names == {
+        "scratch, sinusoidal PE", "MP3 (as built), zero-init PE", "MP3 + anchors, zero-init PE",
+        "BEST-RQ, zero-init PE", "MP3 + anchors, no PE", "probe: frozen MP3 + anchors",
+        "probe: frozen random encoder",
+    }
+    assert {r["labels"] for r in rows} == {"10s", "30s"}
+    for row in rows:
+        assert set(row) >= {"name", "labels", "seed", "test_clean_wer", "test_clean_cer",
+                            "pretrain_minutes", "dev_position_accuracy", "chance_position_accuracy"}
+        assert 0 <= row["test_clean_cer"] <= 200
+    anchors = next(r for r in rows if r["name"] == "MP3 + anchors, zero-init PE")
+    assert anchors["chance_position_accuracy"] > 0 and anchors["pretrain_minutes"] >= 0.05
+    for name, pre in report["pretraining"].items():
+        assert 0.05 <= pre["pretrain_minutes"] < 0.1, name  # the same 3-s training budget
+    for run in (out).glob("ctc_*"):
+        result = json.loads((run / "results.json").read_text())["test-clean"]
+        assert result["steps_trained"] == 6, run.name  # the same fine-tuning budget
+    assert report["step_speedup_fp32"] > 0 and report["step_speedup_bf16"] > 0
+    assert (docs / "pretraining_study.png").stat().st_size > 10_000
+    assert "### Pretraining (equal training wall time)" in (docs / "pretraining_study.md").read_text()
+
+    again = study(tiny_librispeech, out, docs)
+    assert again.returncode == 0 and "started" not in again.stdout
