@@ -5,7 +5,10 @@ Labels are not used: the training clips (``train.csv``, silence and unknown incl
 into frame-patch tokens with no position signal; one random context of ``context_ratio`` of
 the tokens supplies the keys/values of every layer; a linear head classifies each token's
 position among the clip's tokens (49 for 1 s with 2-frame patches). DropPos' 1-D Gaussian
-position smoothing is ``--sigma_start`` (linear to ``sigma_end`` over the epochs).
+position smoothing is ``--sigma_start`` (linear to ``sigma_end`` over the epochs); DropPos-style
+anchors (``--anchor_ratio``: that fraction of the context keeps a sinusoidal position signal
+and carries no loss) and relative targets (``--position_target=relative``) are the shared
+pretext's switches (:class:`speechpos.position.PositionPretext`).
 Validation reports position accuracy and its chance level on the validation list with a
 fixed context per clip.
 
@@ -28,7 +31,6 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from speechpos.position import sample_context
 from speechpos.recipes import die, prepare_keyword_data, start_experiment, user_errors
 from speechpos.speech.keyword_data import keyword_datasets
 from speechpos.vision.schedule import attach_scheduler
@@ -45,27 +47,19 @@ class KeywordPositionBrain(sb.core.Brain):
             self.hparams.scheduler(self.optimizer)
 
     def compute_forward(self, batch, stage):
-        """Position logits of every token with a sampled context."""
+        """The pretext's prediction for every clip (a fixed context per clip in evaluation)."""
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
         feats = self.modules.compute_features(wavs)
         feats = self.modules.normalize(feats, lens, epoch=self.hparams.epoch_counter.current)
-        num = self.hparams.encoder.num_tokens
-        lengths = torch.full((wavs.shape[0],), num, device=self.device)
         generator = None if stage == sb.Stage.TRAIN else self.eval_generator
-        context = sample_context(
-            lengths, self.hparams.context_ratio, span=self.hparams.context_span, generator=generator
-        )
-        logits = self.modules.position_head(self.modules.encoder(feats, context), lengths)
-        return logits, lengths, context
+        return self.modules.model(feats, generator)
 
-    def compute_objectives(self, predictions, batch, stage):
+    def compute_objectives(self, output, batch, stage):
         """Position cross-entropy (smoothed as configured)."""
-        logits, lengths, context = predictions
-        loss_fn = self.hparams.position_loss
-        loss = loss_fn(logits, lengths, context, progress=self.progress)
+        loss = self.hparams.position_loss.of_output(output, progress=self.progress)
         if stage != sb.Stage.TRAIN:
-            self.position_stats.append(logits, lengths, loss_fn.token_mask(lengths, logits.shape[1], context))
+            self.position_stats.append_output(output)
         return loss
 
     def on_stage_start(self, stage, epoch=None):
@@ -75,7 +69,8 @@ class KeywordPositionBrain(sb.core.Brain):
         elif not hasattr(self, "progress"):
             self.progress = 1.0
         if stage != sb.Stage.TRAIN:
-            self.position_stats = self.hparams.position_stats()
+            chance = "prior" if self.hparams.position_target == "relative" else "uniform"
+            self.position_stats = self.hparams.position_stats(chance=chance)
             self.eval_generator = torch.Generator().manual_seed(VALID_SEED)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):

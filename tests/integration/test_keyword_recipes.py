@@ -62,6 +62,18 @@ def test_pretraining_learns_positions(pretrained):
     assert results["position_accuracy"] > 1.3 * results["chance_accuracy"]
 
 
+def test_pretraining_with_anchors_learns_positions(tiny_speech_commands, tmp_path, single_thread):
+    """Every context token keeps a position signal; the loss is on the others (37 of 49)."""
+    load_recipe("pretrain").main([str(RECIPES / "hparams" / "pretrain.yaml"),
+                                  f"--data_folder={tiny_speech_commands}", f"--output_folder={tmp_path}",
+                                  "--number_of_epochs=8", "--anchor_ratio=1.0", *TINY])
+    losses = log_values(tmp_path / "train_log.txt", "train loss")
+    assert losses[-1] < losses[0]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["position_accuracy"] > 2 * results["chance_accuracy"]
+    assert results["position_error"] < results["chance_position_error"]
+
+
 def test_training_loss_falls_accuracy_rises(finetuned):
     log = finetuned / "train_log.txt"
     losses, accuracy = log_values(log, "train loss"), log_values(log, "valid accuracy")
