@@ -29,6 +29,7 @@ Usage::
 
     .venv/bin/python tools/pretraining_study.py --jobs 2 --pretrain-minutes 20 --ctc-steps 1000
     .venv/bin/python tools/pretraining_study.py --seeds 0 1          # adds seed 1, keeps seed 0
+    .venv/bin/python tools/pretraining_study.py --pretrain-minutes 30 --device cuda:0 --jobs 1
     .venv/bin/python tools/pretraining_study.py --preset quick --out /tmp/study --docs /tmp/docs
 """
 
@@ -155,6 +156,7 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", type=Path, help="LibriSpeech-layout corpus (default data/<the preset's>; made if absent)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda:0 (passed to every recipe)")
     parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--scratch-no-pe", action="store_true", help="also from scratch with no position signal")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
@@ -171,7 +173,8 @@ def main(argv=None) -> int:
     corpus = args.corpus or ROOT / "data" / preset["corpus"]
     prep = made_corpus(corpus, preset["size"], 1234, args.jobs, out / "prep",
                        low_label={b: LOW_LABEL_SECONDS[b] for b in args.labels})
-    data = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True"]
+    data = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True",
+            f"--device={args.device}"]
     budget = args.pretrain_minutes * 60
 
     pretrains = {}
@@ -298,7 +301,7 @@ def main(argv=None) -> int:
     setup = (
         f"`python tools/pretraining_study.py --pretrain-minutes {args.pretrain_minutes:g} --ctc-steps "
         f"{args.ctc_steps} --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}` on "
-        f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), CPU, "
+        f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), {args.device}, "
         f"precision auto; every row the CTC baseline's conformer body with a null key; fine-tuning "
         f"{args.ctc_steps} steps of 8 utterances, lr 2e-3, checkpoint on dev WER, greedy decoding; "
         f"wall {time.time() - t0:.0f} s for this invocation."

@@ -104,7 +104,8 @@ def main(argv=None) -> int:
             arch = [a for a in PRETRAINED_ARCHITECTURE if not a.startswith("--position_embedding")]
             arch += [f"--pretrained_encoder={encoder / 'encoder.ckpt'}"]
         runs.append(Run(f"ctc_{name}", "asr_ctc.py", "hparams/ctc.yaml",
-                        [*ctc_common, *arch, *extra], out / f"ctc_{name}", "results.json"))
+                        [*ctc_common, *arch, *extra], out / f"ctc_{name}", "results.json",
+                        needs=[pretrain] if encoder is not None else []))
     # Two at a time, one thread each: pretraining beside the scratch baseline, then the
     # fine-tuning of the pretrained encoder(s) as soon as pretraining is done.
     print(f"[2/3] position-prediction pretraining ({minutes:g} min) beside CTC from scratch "
