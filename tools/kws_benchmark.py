@@ -92,17 +92,24 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path) -> tuple[list[Run], list[Run]]:
-    """(first phase: pretrainings and rows that need none; second phase: fine-tunes)."""
+def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path,
+              limits: dict[str, list[int]] | None = None) -> tuple[list[Run], list[Run]]:
+    """(first phase: pretrainings and rows that need none; second phase: fine-tunes);
+    ``limits`` maps a pretraining to the only seeds it (and the rows from it) runs with."""
+    limits = limits or {}
     common = {"data_folder": data, "prep_folder": out / "prep", "skip_prep": True,
               "noprogressbar": True, "num_workers": 0}
     first, second = [], []
     for seed in seeds:
         for pre, overrides in PRETRAININGS.items():
+            if seed not in limits.get(pre, [seed]):
+                continue
             args = {**common, **preset["model"], **preset["pretrain"], **overrides, "seed": seed}
             first.append(_run(f"pretrain {pre} {seed}", "pretrain.py", "pretrain.yaml", args,
                               out / "pretrain" / slug(pre) / str(seed), {"seed": seed}))
         for name, hparams, pre, overrides in ROWS:
+            if pre and seed not in limits.get(pre, [seed]):
+                continue
             args = {**common, **overrides, "seed": seed}
             if hparams == "kwt.yaml":
                 args.update({**preset["model"], **preset["finetune"]})
@@ -227,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the md/json/png go")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--limit", action="append", default=[], metavar="PRETRAINING=SEED[,SEED]",
+                        help="run this pretraining and its rows with these seeds only, e.g. 'MP3 + anchors=0'")
     parser.add_argument("--corpus-seed", type=int, default=1234)
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -236,7 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs)
     prepare_speech_commands(data, out / "prep", task="12")
-    first, second = plan_runs(preset, seeds, data, out)
+    limits = {}
+    for item in args.limit:
+        name, _, values = item.partition("=")
+        if name not in PRETRAININGS or not values:
+            parser.error(f"--limit wants PRETRAINING=SEEDS with one of {list(PRETRAININGS)}, got {item!r}")
+        limits[name] = [int(v) for v in values.split(",")]
+    first, second = plan_runs(preset, seeds, data, out, limits)
     print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
     run_all(first, args.jobs, 1, out / "logs")
     print(f"phase 2: {len(second)} fine-tunes of pretrained encoders", flush=True)

@@ -72,10 +72,11 @@ PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_
                    "ckpt_interval_minutes": 0}
 
 PRESETS = {
-    "cpu": dict(size="bench", corpus="LibriSpeech-bench", model=[], batch_every=4000,
+    # ~28 s of audio per CTC step (4 random utterances), validation every 500 steps.
+    "cpu": dict(size="bench", corpus="LibriSpeech-bench", model=[], batch_every=2000, ctc_batch=4,
                 pretrain_minutes=20.0, ctc_steps=1000, labels=["10min", "1h"]),
     # Plumbing check (tests): tiny corpus and model, seconds per run.
-    "quick": dict(size="tiny", corpus="LibriSpeech-tiny", batch_every=16, pretrain_minutes=0.05,
+    "quick": dict(size="tiny", corpus="LibriSpeech-tiny", batch_every=16, ctc_batch=4, pretrain_minutes=0.05,
                   ctc_steps=6, labels=["10s", "30s"],
                   model=["--num_layers=2", "--d_model=32", "--nhead=4", "--d_ffn=64"]),
 }
@@ -187,6 +188,7 @@ def main(argv=None) -> int:
     ctc_common = data + BODY + preset["model"] + [
         f"--number_of_steps={args.ctc_steps}", f"--warmup_steps={max(args.ctc_steps // 6, 1)}",
         f"--train_samples_per_epoch={preset['batch_every']}", "--dynamic_batching=False",
+        f"--batch_size={preset['ctc_batch']}",
         "--ckpt_interval_minutes=0"]
 
     def ctc(row, labels, seed, pretrainer=None, pe="learned", frozen=False):
@@ -303,7 +305,7 @@ def main(argv=None) -> int:
         f"{args.ctc_steps} --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}` on "
         f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), {args.device}, "
         f"precision auto; every row the CTC baseline's conformer body with a null key; fine-tuning "
-        f"{args.ctc_steps} steps of 8 utterances, lr 2e-3, checkpoint on dev WER, greedy decoding; "
+        f"{args.ctc_steps} steps of {preset['ctc_batch']} random utterances, lr 2e-3, checkpoint on dev WER, greedy decoding; "
         f"wall {time.time() - t0:.0f} s for this invocation."
     )
     report = "\n\n".join([
