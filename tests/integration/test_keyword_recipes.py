@@ -122,7 +122,8 @@ def test_benchmark_quick_preset(tiny_speech_commands, tmp_path):
     report = json.loads((docs / "kws_results.json").read_text())
     names = {r["name"] for r in report["rows"]}
     assert names == {"scratch, PE", "scratch, no PE", "MP3, zero-init PE", "MP3, no PE",
-                     "DropPos smoothing, zero-init PE", "SpeechBrain x-vector"}
+                     "DropPos smoothing, zero-init PE", "MP3 + anchors, zero-init PE",
+                     "SpeechBrain x-vector"}
     mp3 = next(r for r in report["rows"] if r["name"] == "MP3, no PE")
     assert {"seed", "test_accuracy", "valid_accuracy", "dev_position_accuracy",
             "chance_position_accuracy"} <= set(mp3)
