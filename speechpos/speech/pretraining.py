@@ -216,6 +216,10 @@ class PretrainingBrain(ClockedBrain):
         if if_main_process():
             with open(os.path.join(self.hparams.output_folder, "pretrain_done.json"), "w") as f:
                 json.dump(self.summary(), f, indent=1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every rank leaves together, so none exits while gloo still talks to it.
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
 
     def summary(self) -> dict:
         clock = self.clock
