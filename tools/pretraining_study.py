@@ -137,6 +137,7 @@ def plot(rows: list[dict], labels: list[str], path: Path) -> Path:
                     ls="--" if "scratch" in name else "-")
     ax.set_xscale("log")
     ax.set_xticks(xs, labels)
+    ax.minorticks_off()
     ax.set_xlabel("labelled training data")
     ax.set_ylabel("test-clean WER (%)")
     ax.grid(alpha=0.3)
