@@ -189,7 +189,7 @@ def targets(rows: list[dict]) -> list[str]:
     ratios = {n: mean_of(rows, n, "dev_position_accuracy") / mean_of(rows, n, "chance_position_accuracy")
               for n in present}
     best_pretext = max(ratios, key=ratios.get)
-    out = [f"- pretext dev position accuracy / chance: "
+    out = ["- pretext dev position accuracy / chance: "
            + ", ".join(f"{n} {mean_of(rows, n, 'dev_position_accuracy'):.1f} % ({ratios[n]:.1f}x)"
                        for n in present)
            + f"; best {ratios[best_pretext]:.1f}x (target >= 10x): {mark(ratios[best_pretext] >= 10)}"]

@@ -15,7 +15,6 @@
 """
 
 from speechpos.position.anchors import AnchorSignal, sample_anchors
-
 from speechpos.position.context import (
     Context,
     ContextSampler,
