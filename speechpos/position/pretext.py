@@ -37,7 +37,7 @@ from speechpos.position.anchors import AnchorSignal, sample_anchors
 from speechpos.position.context import Context, ContextSampler, full_context, valid_mask
 from speechpos.position.encoder import ContextEncoder, gather_tokens
 from speechpos.position.head import PositionHead
-from speechpos.position.loss import loss_token_mask
+from speechpos.position.loss import LOSS_TOKENS, loss_token_mask
 from speechpos.position.queries import select_queries
 from speechpos.position.relative import RelativePositionHead, reference_pairs
 
@@ -60,8 +60,6 @@ class PretextOutput:
         (B,) classes each example can have (absolute: its token count; relative: 2k + 1).
     context : Context or None
         The context over the full token sequence (None: full attention).
-    target : str
-        "absolute" or "relative".
     """
 
     logits: torch.Tensor
@@ -69,7 +67,6 @@ class PretextOutput:
     mask: torch.Tensor
     num_classes: torch.Tensor
     context: Context | None
-    target: str
 
 
 class PositionPretext(nn.Module):
@@ -108,7 +105,8 @@ class PositionPretext(nn.Module):
             raise ValueError(f"target_ratio must be in (0, 1] or null, got {target_ratio}")
         if not 0.0 <= anchor_ratio <= 1.0:
             raise ValueError(f"anchor_ratio must be in [0, 1], got {anchor_ratio}")
-        loss_token_mask(loss_on, torch.tensor([1]), 1)  # validates loss_on
+        if loss_on not in LOSS_TOKENS:
+            raise ValueError(f"loss_on must be one of {LOSS_TOKENS}, got {loss_on!r}")
         self.encoder = encoder
         self.head = head
         self.sampler = sampler
@@ -117,10 +115,6 @@ class PositionPretext(nn.Module):
         self.target_ratio = target_ratio
         d_model = head.proj.in_features // (3 if isinstance(head, RelativePositionHead) else 1)
         self.anchor_signal = AnchorSignal(d_model, max_positions) if anchor_ratio > 0 else None
-
-    @property
-    def target(self) -> str:
-        return "relative" if isinstance(self.head, RelativePositionHead) else "absolute"
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> PretextOutput:
         """Predict the positions of (B, T, D) unpositioned tokens with (B,) valid lengths."""
@@ -158,7 +152,7 @@ class PositionPretext(nn.Module):
         else:
             logits = self.head(out, lengths)
             true, mask, num_classes = positions, loss_mask, lengths
-        return PretextOutput(logits, true, mask, num_classes, context, self.target)
+        return PretextOutput(logits, true, mask, num_classes, context)
 
 
 def build_position_head(target: str, d_model: int, num_positions: int, max_offset: int = 8):
