@@ -86,6 +86,27 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
             print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
 
 
+def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:
+    """Parse ``--limit NAME=SEED[,SEED]`` options: which seeds a pretraining (or a label budget)
+    runs with when the others take more.
+
+    >>> seed_limits(["1h=0,1", "10h=0"], ["1h", "10h"])
+    {'1h': [0, 1], '10h': [0]}
+    >>> seed_limits(["2h=0"], ["1h"])
+    Traceback (most recent call last):
+    ValueError: --limit wants NAME=SEEDS with NAME one of ['1h'], got '2h=0'
+    """
+    limits = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        try:
+            seeds = [int(v) for v in values.split(",")]
+        except ValueError:
+            seeds = []
+        if name not in allowed or not seeds:
+            raise ValueError(f"--limit wants NAME=SEEDS with NAME one of {list(allowed)}, got {item!r}")
+        limits[name] = seeds
+    return limits
 
 
 def made_corpus(corpus: Path, size: str, seed: int, jobs: int, prep: Path, low_label=None) -> Path:

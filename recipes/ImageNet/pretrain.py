@@ -3,9 +3,13 @@
 
 Each image is cut into patches with no position embedding; one random context of patches
 supplies the keys/values of every layer; a linear head classifies every patch's position on
-the patch grid. DropPos' 2-D position smoothing (``sigma_start``/``sigma_end``) and attentive
-reconstruction (``attentive``) are switches. Validation reports position accuracy and error
-(with their chance levels) on the val split, with a fixed context per image.
+the patch grid. The step is the shared :class:`~speechpos.position.PositionPretext` (the
+speech recipes' too), so its variants are switches here as well: DropPos anchors
+(``anchor_ratio``), only a sample of the targets through the encoder (``target_ratio``),
+relative targets (``position_target: relative``, offsets in raster order). DropPos' 2-D
+position smoothing (``sigma_start``/``sigma_end``) and attentive reconstruction
+(``attentive``) are switches too. Validation reports position accuracy and error (with their
+chance levels) on the val split, with a fixed context per image.
 
 Usage::
 
@@ -26,7 +30,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from speechpos.position import sample_context_2d
+from speechpos.position import PositionStats
 from speechpos.recipes import start_experiment
 from speechpos.vision.data import imagefolder_datasets
 from speechpos.vision.schedule import attach_scheduler
@@ -39,13 +43,23 @@ class PositionPretrainBrain(sb.core.Brain):
     """MP3 position prediction on image patches."""
 
     def on_fit_start(self):
-        """Refuse a smoothing layout that is not the ViT's real patch grid."""
-        grid = tuple(self.hparams.layout.grid)
-        if grid != self.hparams.vit.grid:
-            raise ValueError(
-                f"position layout grid {grid} differs from the ViT patch grid {self.hparams.vit.grid}"
-            )
+        """Refuse a layout or context grid that is not the ViT's real patch grid, a position
+        embedding in the pretrained ViT, and smoothing of relative targets."""
+        vit = self.hparams.vit
+        for what, grid in (("position layout", self.hparams.layout.grid),
+                           ("context sampler", self.hparams.pretext.sampler.grid)):
+            if tuple(grid) != vit.grid:
+                raise ValueError(f"{what} grid {tuple(grid)} differs from the ViT patch grid {vit.grid}")
+        if vit.position_embedding is not None:
+            raise ValueError("position-prediction pretraining needs a ViT without position embedding")
+        if self.relative and (self.hparams.sigma_start > 0 or self.hparams.sigma_end > 0):
+            raise ValueError("position smoothing works on grid positions, not on relative offsets: "
+                             "set sigma_start and sigma_end to 0 with position_target: relative")
         super().on_fit_start()
+
+    @property
+    def relative(self) -> bool:
+        return self.hparams.position_target == "relative"
 
     def on_fit_batch_start(self, batch, should_step):
         """Advance the warm-up/decay schedule once per optimiser step."""
@@ -53,39 +67,29 @@ class PositionPretrainBrain(sb.core.Brain):
             self.hparams.scheduler(self.optimizer)
 
     def compute_forward(self, batch, stage):
-        """Position logits of every patch with a sampled context; attentive weights if on."""
+        """The pretext's output on the image patches; attentive weights of its slots if on."""
         images = batch[0].to(self.device)
         generator = None if stage == sb.Stage.TRAIN else self.eval_generator
-        context = sample_context_2d(
-            images.shape[0],
-            self.hparams.vit.grid,
-            self.hparams.context_ratio,
-            tuple(self.hparams.context_block),
-            generator=generator,
-            device=self.device,
-        )
         weights = None
         if self.hparams.attentive and stage == sb.Stage.TRAIN:
             start = self._clock()
-            weights = attentive_weights(
-                self.modules.vit, images, self.hparams.attentive_temperature
-            )
+            weights = attentive_weights(self.hparams.vit, images, self.hparams.attentive_temperature)
             self.seconds["attentive_pass"] += self._clock() - start
         start = self._clock()
-        logits = self.modules.position_head(self.modules.vit(images, context))
+        tokens = self.modules.patches(images)
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=self.device)
+        output = self.modules.pretext(tokens, lengths, generator)
         self.seconds["masked_forward"] += self._clock() - start
-        return logits, context, weights
+        if weights is not None:
+            weights = torch.gather(weights, 1, output.positions)
+        return output, weights
 
     def compute_objectives(self, predictions, batch, stage):
         """Position cross-entropy (smoothed and weighted as configured)."""
-        logits, context, weights = predictions
-        lengths = torch.full((logits.shape[0],), logits.shape[1], device=self.device)
-        loss_fn = self.hparams.position_loss
-        loss = loss_fn(logits, lengths, context, progress=self.progress, weights=weights)
+        output, weights = predictions
+        loss = self.hparams.position_loss.of_output(output, progress=self.progress, weights=weights)
         if stage != sb.Stage.TRAIN:
-            self.position_stats.append(
-                logits, lengths, loss_fn.token_mask(lengths, logits.shape[1], context)
-            )
+            self.position_stats.append_output(output)
         return loss
 
     def on_stage_start(self, stage, epoch=None):
@@ -96,7 +100,8 @@ class PositionPretrainBrain(sb.core.Brain):
             self.progress = 1.0
         self.seconds = {"attentive_pass": 0.0, "masked_forward": 0.0}
         if stage != sb.Stage.TRAIN:
-            self.position_stats = self.hparams.position_stats()
+            # Relative targets are offsets: their chance is a guess from the offsets' own prior.
+            self.position_stats = PositionStats(chance="prior") if self.relative else self.hparams.position_stats()
             self.eval_generator = torch.Generator().manual_seed(VALID_SEED)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):

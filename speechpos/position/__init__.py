@@ -18,6 +18,7 @@ from speechpos.position.anchors import AnchorSignal, sample_anchors
 from speechpos.position.context import (
     Context,
     ContextSampler,
+    GridContextSampler,
     context_from_mask,
     full_context,
     sample_context,
@@ -53,6 +54,7 @@ __all__ = [
     "select_queries",
     "Context",
     "ContextSampler",
+    "GridContextSampler",
     "ContextAttention",
     "ContextEncoder",
     "PositionEmbedding",

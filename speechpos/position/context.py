@@ -246,3 +246,42 @@ class ContextSampler:
 
     def __repr__(self) -> str:
         return f"ContextSampler(context_ratio={self.context_ratio}, span={self.span})"
+
+
+class GridContextSampler:
+    """``sample_context_2d`` with its settings bound: contexts of images whose tokens are an
+    (H, W) patch grid flattened row-major, to be built from an hparams file.
+
+    >>> sampler = GridContextSampler((4, 4), context_ratio=0.25, block=(2, 2))
+    >>> sampler(torch.tensor([16, 16]), generator=torch.Generator().manual_seed(0)).counts.tolist()
+    [4, 4]
+    >>> sampler(torch.tensor([16, 12]))
+    Traceback (most recent call last):
+    ValueError: every example must have the 4 x 4 grid's 16 tokens, got lengths [16, 12]
+    """
+
+    def __init__(self, grid: tuple[int, int], context_ratio: float, block: tuple[int, int] = (1, 1)):
+        _check_ratio(context_ratio)
+        self.grid = tuple(int(g) for g in grid)
+        self.context_ratio = context_ratio
+        self.block = tuple(int(b) for b in block)
+
+    def __call__(
+        self,
+        lengths: torch.Tensor,
+        max_len: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Context | None:
+        """A context per image; None (full attention) at ratio 1."""
+        n = self.grid[0] * self.grid[1]
+        if bool((lengths != n).any()) or max_len not in (None, n):
+            raise ValueError(
+                f"every example must have the {self.grid[0]} x {self.grid[1]} grid's {n} tokens, "
+                f"got lengths {lengths.tolist()}"
+            )
+        if self.context_ratio == 1.0:
+            return None
+        return sample_context_2d(len(lengths), self.grid, self.context_ratio, self.block, generator, lengths.device)
+
+    def __repr__(self) -> str:
+        return f"GridContextSampler(grid={self.grid}, context_ratio={self.context_ratio}, block={self.block})"

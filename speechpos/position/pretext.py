@@ -60,6 +60,9 @@ class PretextOutput:
         (B,) classes each example can have (absolute: its token count; relative: 2k + 1).
     context : Context or None
         The context over the full token sequence (None: full attention).
+    positions : torch.Tensor
+        (B, N) the token each slot holds (slots are a subset of the tokens with ``target_ratio``),
+        e.g. to gather per-token loss weights.
     """
 
     logits: torch.Tensor
@@ -67,6 +70,7 @@ class PretextOutput:
     mask: torch.Tensor
     num_classes: torch.Tensor
     context: Context | None
+    positions: torch.Tensor
 
 
 class PositionPretext(nn.Module):
@@ -78,7 +82,7 @@ class PositionPretext(nn.Module):
         Unpositioned encoder (keys/values restricted to the context).
     head : PositionHead or RelativePositionHead
         Absolute positions or offsets from a context token.
-    sampler : ContextSampler
+    sampler : ContextSampler or GridContextSampler
         Which tokens are context.
     loss_on : str
         "all", "excluded" or "context".
@@ -152,7 +156,7 @@ class PositionPretext(nn.Module):
         else:
             logits = self.head(out, lengths)
             true, mask, num_classes = positions, loss_mask, lengths
-        return PretextOutput(logits, true, mask, num_classes, context)
+        return PretextOutput(logits, true, mask, num_classes, context, positions)
 
 
 def build_position_head(target: str, d_model: int, num_positions: int, max_offset: int = 8):

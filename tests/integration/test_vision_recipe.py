@@ -1,6 +1,7 @@
 """The ImageNet recipes end to end on a tiny ImageFolder: pretraining learns, fine-tuning loads it."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -177,4 +178,51 @@ def test_pretraining_refuses_a_smoothing_grid_that_is_not_the_patch_grid(
                 "--grid_size=16",
                 *TINY,
             ]
+        )
+
+
+def pretrain_variant(tiny_folder, out, *extra):
+    load_recipe("pretrain").main(
+        [
+            str(RECIPES / "hparams" / "pretrain.yaml"),
+            f"--data_folder={tiny_folder}",
+            f"--output_folder={out}",
+            "--number_of_epochs=8",
+            "--lr=0.003",
+            "--context_ratio=0.5",
+            *TINY,
+            *extra,
+        ]
+    )
+    return train_losses(out / "train_log.txt"), json.loads((out / "results.json").read_text())
+
+
+def test_pretraining_with_anchors_and_sampled_targets_learns_the_positions(
+    tiny_folder, tmp_path, single_thread
+):
+    losses, result = pretrain_variant(
+        tiny_folder, tmp_path / "anchors", "--anchor_ratio=0.5", "--target_ratio=0.5"
+    )
+    assert losses[-1] < 0.85 * losses[0]
+    assert result["position_accuracy"] > 2 * result["chance_accuracy"]
+    assert result["position_error"] < result["chance_position_error"]
+
+
+def test_pretraining_with_relative_targets_reports_the_offsets_chance(
+    tiny_folder, tmp_path, single_thread
+):
+    losses, result = pretrain_variant(
+        tiny_folder, tmp_path / "relative", "--position_target=relative", "--max_offset=3"
+    )
+    assert losses[-1] < losses[0]
+    # Chance is a guess drawn from the offsets' own distribution: 2k + 1 = 7 classes at best
+    # uniform, more peaked where an edge cuts the offsets off.
+    assert 1 / 7 - 0.02 < result["chance_accuracy"] < 0.5
+    assert result["position_accuracy"] > result["chance_accuracy"]
+
+
+def test_pretraining_refuses_smoothing_relative_targets(tiny_folder, tmp_path, single_thread):
+    with pytest.raises(ValueError, match="position smoothing works on grid positions, not on relative offsets"):
+        pretrain_variant(
+            tiny_folder, tmp_path / "bad", "--position_target=relative", "--sigma_start=1.0"
         )
