@@ -39,7 +39,7 @@ import numpy as np
 from speechpos.data.kws_corpus import make_kws_corpus
 from speechpos.data.speech_commands import prepare_speech_commands
 from speechpos.plots import markdown_table, plot_class_confusion
-from speechpos.runs import Run, run_all
+from speechpos.runs import Run, run_all, seed_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "SpeechCommands"
@@ -255,12 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs)
     prepare_speech_commands(data, out / "prep", task="12")
-    limits = {}
-    for item in args.limit:
-        name, _, values = item.partition("=")
-        if name not in PRETRAININGS or not values:
-            parser.error(f"--limit wants PRETRAINING=SEEDS with one of {list(PRETRAININGS)}, got {item!r}")
-        limits[name] = [int(v) for v in values.split(",")]
+    try:
+        limits = seed_limits(args.limit, PRETRAININGS)
+    except ValueError as err:
+        parser.error(str(err))
     first, second = plan_runs(preset, seeds, data, out, limits)
     print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
     run_all(first, args.jobs, 1, out / "logs")

@@ -15,7 +15,7 @@ checkpoint chosen on dev WER):
    and seed: from scratch (sinusoidal positions), from each pretrainer (zero-initialised
    learned positions), the paper's headline row (the best variant fine-tuned with no position
    signal at all) and, with ``--scratch-no-pe``, from scratch with none;
-3. frozen-encoder probes at the largest budget: a linear CTC layer on the frozen pretrained
+3. frozen-encoder probes at the largest budget (or ``--probe-labels``): a linear CTC layer on the frozen pretrained
    encoder against the same on a frozen random one (no position signal, convolution off);
 4. the pretraining step's speed: context + a third of the targets through the encoder against
    the same encoder unmasked, equal batch, fp32 and bf16 (:func:`speechpos.bench.bench_pretrain_step`).
@@ -29,6 +29,7 @@ Usage::
 
     .venv/bin/python tools/pretraining_study.py --jobs 2 --pretrain-minutes 20 --ctc-steps 1000
     .venv/bin/python tools/pretraining_study.py --seeds 0 1          # adds seed 1, keeps seed 0
+    .venv/bin/python tools/pretraining_study.py --seeds 0 1 --labels 10min 1h 10h --limit 10h=0
     .venv/bin/python tools/pretraining_study.py --pretrain-minutes 30 --device cuda:0 --jobs 1
     .venv/bin/python tools/pretraining_study.py --preset quick --out /tmp/study --docs /tmp/docs
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -48,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from speechpos.plots import _pyplot, _save, markdown_table, read_train_log, write_report  # noqa: E402
-from speechpos.runs import Run, made_corpus, run_all  # noqa: E402
+from speechpos.runs import Run, made_corpus, run_all, seed_limits  # noqa: E402
 
 LOW_LABEL_SECONDS = {"10s": 10.0, "30s": 30.0, "10min": 600.0, "1h": 3600.0, "10h": 36000.0}
 BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
@@ -159,11 +161,21 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="e.g. cuda:0 (passed to every recipe)")
+    parser.add_argument("--limit", action="append", default=[], metavar="LABELS=SEED[,SEED]",
+                        help="run this label budget with these seeds only, e.g. '10h=0'")
+    parser.add_argument("--probe-labels", choices=list(LOW_LABEL_SECONDS),
+                        help="label budget of the frozen-encoder probes (default: the largest)")
     parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--scratch-no-pe", action="store_true", help="also from scratch with no position signal")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
+    try:
+        limits = seed_limits(args.limit, args.labels or PRESETS[args.preset]["labels"])
+    except ValueError as err:
+        parser.error(str(err))
+    command = shlex.join(["python", "tools/pretraining_study.py",
+                          *(sys.argv[1:] if argv is None else argv)])
     preset = PRESETS[args.preset]
     for key in ("pretrain_minutes", "ctc_steps", "labels"):
         if getattr(args, key) is None:
@@ -210,9 +222,11 @@ def main(argv=None) -> int:
         return run
 
     ctcs = []
-    largest = max(args.labels, key=LOW_LABEL_SECONDS.get)
+    probe_labels = args.probe_labels or max(args.labels, key=LOW_LABEL_SECONDS.get)
     for seed in args.seeds:
         for labels in args.labels:
+            if seed not in limits.get(labels, [seed]):
+                continue
             ctcs.append(ctc("scratch, sinusoidal PE", labels, seed, pe="sinusoidal"))
             for name in args.pretrainers:
                 ctcs.append(ctc(f"{name}, zero-init PE", labels, seed, name))
@@ -220,9 +234,9 @@ def main(argv=None) -> int:
                 ctcs.append(ctc(f"{args.best}, no PE", labels, seed, args.best, pe="none"))
             if args.scratch_no_pe:
                 ctcs.append(ctc("scratch, no PE", labels, seed, pe="none"))
-        if not args.no_probe and args.best in pretrains:
-            ctcs.append(ctc(f"probe: frozen {args.best}", largest, seed, args.best, pe="none", frozen=True))
-            ctcs.append(ctc("probe: frozen random encoder", largest, seed, pe="none", frozen=True))
+        if not args.no_probe and args.best in pretrains and seed in limits.get(probe_labels, [seed]):
+            ctcs.append(ctc(f"probe: frozen {args.best}", probe_labels, seed, args.best, pe="none", frozen=True))
+            ctcs.append(ctc("probe: frozen random encoder", probe_labels, seed, pe="none", frozen=True))
     # Pretrainings first; fine-tunings from scratch fill the slots while the last ones run.
     ctcs.sort(key=lambda r: r.info["pretrainer"] is not None)
     print(f"[1/2] {len(pretrains)} pretrainings of {args.pretrain_minutes:g} min, then "
@@ -302,15 +316,16 @@ def main(argv=None) -> int:
             "bestrq_wer": mean_wer("BEST-RQ, zero-init PE"),
         }
     setup = (
-        f"`python tools/pretraining_study.py --pretrain-minutes {args.pretrain_minutes:g} --ctc-steps "
-        f"{args.ctc_steps} --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}` on "
+        f"`{command}` ({args.pretrain_minutes:g} min of pretraining, {args.ctc_steps} CTC steps) on "
         f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), {args.device}, "
         f"precision auto; every row the CTC baseline's conformer body with a null key; fine-tuning "
         f"{args.ctc_steps} steps of {preset['ctc_batch']} random utterances, lr 2e-3, checkpoint on dev WER, greedy decoding; "
         f"wall {time.time() - t0:.0f} s for this invocation."
     )
     report = "\n\n".join([
-        setup, "### Test-clean WER / CER (%), mean ± std over seeds", markdown_table(headers, cells),
+        setup, "### Test-clean WER / CER (%), mean ± std over seeds",
+        "A cell without ± is one seed; `seeds` counts a row's seeds over all budgets.",
+        markdown_table(headers, cells),
         "### Pretraining (equal training wall time)", pre_table,
         "### Pretraining step: only the context and a third of the targets through the encoder",
         "Conformer of the study, batch 8 x 10 s, 1 thread, median of 5 interleaved rounds (load on "

@@ -11,12 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def study(tiny_librispeech, out, docs):
+def study(tiny_librispeech, out, docs, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech),
-         "--pretrainers", "MP3 (as built)", "MP3 + anchors", "BEST-RQ"],
+         "--pretrainers", "MP3 (as built)", "MP3 + anchors", "BEST-RQ", *extra],
         capture_output=True, text=True, env=env, timeout=1200,
     )
 
@@ -50,5 +50,17 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
     assert (docs / "pretraining_study.png").stat().st_size > 10_000
     assert "### Pretraining (equal training wall time)" in (docs / "pretraining_study.md").read_text()
 
-    again = study(tiny_librispeech, out, docs)
-    assert again.returncode == 0 and "started" not in again.stdout
+    # Seed 1 limited away on both budgets: nothing new runs, the report names the command.
+    again = study(tiny_librispeech, out, docs, "--seeds", "0", "1", "--limit", "10s=0", "--limit", "30s=0")
+    assert again.returncode == 0 and "started" not in again.stdout, again.stdout[-3000:]
+    report = json.loads((docs / "pretraining_study.json").read_text())
+    assert {r["seed"] for r in report["rows"]} == {0} and len(report["rows"]) == len(rows)
+    assert "--limit 10s=0 --limit 30s=0" in report["setup"]
+
+
+def test_study_rejects_a_limit_on_a_budget_it_does_not_run(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
+         "--out", str(tmp_path), "--limit", "10h=0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--limit wants NAME=SEEDS with NAME one of ['10s', '30s'], got '10h=0'" in proc.stderr
