@@ -35,6 +35,9 @@ def load_experiment(folder: Path) -> dict:
     """The experiment's hparams with its latest checkpoint's encoder and head loaded."""
     with open(folder / "hyperparams.yaml") as fin:
         hparams = load_hyperpyyaml(fin)
+    if hparams.get("position_target", "absolute") != "absolute":
+        raise ValueError(f"{folder}: reassembling needs absolute position targets, "
+                         f"the experiment predicts {hparams['position_target']} ones")
     if hparams["checkpointer"].recover_if_possible() is None:
         raise FileNotFoundError(f"no checkpoint under {folder / 'save'}")
     hparams["vit"].eval()
