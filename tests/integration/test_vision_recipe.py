@@ -63,9 +63,7 @@ def tiny_folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def pretrained(tiny_folder, tmp_path_factory, single_thread):
-    out = tmp_path_factory.mktemp("pretrain")
+def pretrain_variant(tiny_folder, out, *extra):
     load_recipe("pretrain").main(
         [
             str(RECIPES / "hparams" / "pretrain.yaml"),
@@ -74,11 +72,17 @@ def pretrained(tiny_folder, tmp_path_factory, single_thread):
             "--number_of_epochs=8",
             "--lr=0.003",
             "--context_ratio=0.5",
-            "--sigma_start=1.0",
-            "--attentive=True",
             *TINY,
+            *extra,
         ]
     )
+    return train_losses(out / "train_log.txt"), json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_folder, tmp_path_factory, single_thread):
+    out = tmp_path_factory.mktemp("pretrain")
+    pretrain_variant(tiny_folder, out, "--sigma_start=1.0", "--attentive=True")
     return out
 
 
@@ -179,22 +183,6 @@ def test_pretraining_refuses_a_smoothing_grid_that_is_not_the_patch_grid(
                 *TINY,
             ]
         )
-
-
-def pretrain_variant(tiny_folder, out, *extra):
-    load_recipe("pretrain").main(
-        [
-            str(RECIPES / "hparams" / "pretrain.yaml"),
-            f"--data_folder={tiny_folder}",
-            f"--output_folder={out}",
-            "--number_of_epochs=8",
-            "--lr=0.003",
-            "--context_ratio=0.5",
-            *TINY,
-            *extra,
-        ]
-    )
-    return train_losses(out / "train_log.txt"), json.loads((out / "results.json").read_text())
 
 
 def test_pretraining_with_anchors_and_sampled_targets_learns_the_positions(
