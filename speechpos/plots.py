@@ -95,6 +95,13 @@ def read_train_log(path: str | Path) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)] + others
 
 
+def last_valid(path: str | Path) -> dict:
+    """The last validation record of a ``train_log.txt`` ({} if there is none, or no file)."""
+    path = Path(path)
+    valid = [r["valid"] for r in read_train_log(path) if "valid" in r] if path.is_file() else []
+    return valid[-1] if valid else {}
+
+
 def example_pairs(wer_file: Path, count: int) -> list[tuple[str, str, str]]:
     """(utterance, reference, hypothesis) of the first ``count`` utterances of a SpeechBrain
     ``wer_<split>.txt`` alignment file (its ``<eps>`` placeholders dropped).

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import _pyplot, _save, markdown_table, read_train_log, write_report  # noqa: E402
+from speechpos.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
 from speechpos.runs import Run, made_corpus, run_all, seed_limits  # noqa: E402
 
 LOW_LABEL_SECONDS = {"10s": 10.0, "30s": 30.0, "10min": 600.0, "1h": 3600.0, "10h": 36000.0}
@@ -91,12 +91,6 @@ def slug(name: str) -> str:
 
 def as_args(values: dict) -> list[str]:
     return [f"--{k}={'null' if v is None else v}" for k, v in values.items()]
-
-
-def last_valid(out: Path) -> dict:
-    log = out / "train_log.txt"
-    valid = [r["valid"] for r in read_train_log(log) if "valid" in r] if log.is_file() else []
-    return valid[-1] if valid else {}
 
 
 def step_speedups(out: Path, model: list[str]) -> dict:
@@ -248,7 +242,7 @@ def main(argv=None) -> int:
     pre = {}
     for name, run in pretrains.items():
         summary = json.loads((run.out / "pretrain_done.json").read_text())
-        v = last_valid(run.out)
+        v = last_valid(run.out / "train_log.txt")
         pre[name] = {
             "pretrain_minutes": round(summary["train_seconds"] / 60, 2),
             "audio_s_per_s": summary["audio_s_per_s"],
@@ -258,9 +252,10 @@ def main(argv=None) -> int:
             "dev_position_error": v.get("pos_err"), "chance_position_error": v.get("chance_err"),
             "dev_code_accuracy": round(100 * v["code_acc"], 2) if "code_acc" in v else None,
         }
-    rows = []
+    rows, ctc_seconds = [], 0.0
     for run in ctcs:
         res = json.loads((run.out / "results.json").read_text())
+        ctc_seconds += res["test-clean"].get("train_seconds", 0.0)
         p = pre.get(run.info["pretrainer"], {})
         rows.append({
             "name": run.info["name"], "labels": run.info["labels"], "seed": run.info["seed"],
@@ -320,7 +315,8 @@ def main(argv=None) -> int:
         f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), {args.device}, "
         f"precision auto; every row the CTC baseline's conformer body with a null key; fine-tuning "
         f"{args.ctc_steps} steps of {preset['ctc_batch']} random utterances, lr 2e-3, checkpoint on dev WER, greedy decoding; "
-        f"wall {time.time() - t0:.0f} s for this invocation."
+        f"training time of the {len(ctcs)} fine-tunings {ctc_seconds / 3600:.1f} h in all "
+        f"(this invocation's wall time {time.time() - t0:.0f} s; finished runs are kept)."
     )
     report = "\n\n".join([
         setup, "### Test-clean WER / CER (%), mean ± std over seeds",

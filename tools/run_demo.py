@@ -3,9 +3,12 @@
 
 1. make the default corpus (LibriSpeech layout, text-to-speech: 2 h train, 6 min dev and test,
    every split with its own speakers and texts);
-2. pretrain an unpositioned transformer by position prediction (recipes/LibriSpeech/pretrain.py),
-   while the from-scratch CTC baseline trains beside it (asr_ctc.py with hparams/ctc.yaml);
-3. fine-tune the pretrained encoder with CTC (the same number of steps);
+2. pretrain the CTC baseline's conformer body, unpositioned, by position prediction
+   (recipes/LibriSpeech/pretrain.py with hparams/pp_conformer.yaml and the pretext the study
+   found to learn: 2-s crops, the context keeping its sinusoidal positions as anchors), while
+   the from-scratch CTC baseline trains beside it (asr_ctc.py with hparams/ctc.yaml);
+3. fine-tune the pretrained encoder with CTC (the same number of steps; zero-initialised
+   position embeddings, the convolution switched on);
 4. print (and write to <out>/results.md) a WER/CER table, greedy and with the n-gram LM built
    from the training transcripts, and a few reference/hypothesis pairs of test-clean.
 
@@ -28,11 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import example_pairs, markdown_table  # noqa: E402
-from speechpos.recipes import PRETRAINED_ARCHITECTURE  # noqa: E402
+from speechpos.plots import example_pairs, last_valid, markdown_table  # noqa: E402
 from speechpos.runs import Run, run_all  # noqa: E402
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
+# The pretext of tools/pretraining_study.py's "MP3 + anchors" (pp_conformer.yaml is its body).
+PRETEXT = ["--crop_seconds=2.0", "--anchor_ratio=1.0", "--dropout=0.0", "--lr=0.001", "--warmup_steps=300"]
+PRETRAINED_BODY = ["--encoder_kind=conformer", "--null_key=True", "--frontend=patch", "--patch_frames=4"]
 
 
 def table(rows: list[dict]) -> str:
@@ -84,25 +89,23 @@ def main(argv=None) -> int:
         ctc_common += ["--max_batch_length_train=10", "--warmup_steps=4"]
     rows = [
         ("scratch", "6-layer conformer (ctc.yaml)", "none", "sinusoidal", None, []),
-        ("mp3", "6-layer transformer (pp.yaml)", "MP3", "zero-init", pp_out,
+        ("mp3", "same, null key (pp_conformer.yaml)", "MP3 + anchors", "zero-init", pp_out,
          ["--position_embedding=learned"]),
     ]
     if args.no_pe:
-        rows.append(("mp3-noPE", "6-layer transformer (pp.yaml)", "MP3", "none", pp_out,
+        rows.append(("mp3-noPE", "same, null key (pp_conformer.yaml)", "MP3 + anchors", "none", pp_out,
                      ["--position_embedding=none"]))
     pretrain = Run(
-        "pretrain", "pretrain.py", "hparams/pp.yaml",
-        [*common, "--number_of_epochs=100000", f"--max_train_seconds={minutes * 60:g}",
-         "--warmup_steps=200", "--lr=0.002", "--context_ratio=0.5", "--sigma_start=8",
-         "--sigma_end=1", *(["--batch_size=4"] if args.quick else [])],
+        "pretrain", "pretrain.py", "hparams/pp_conformer.yaml",
+        [*common, *PRETEXT, "--number_of_epochs=100000", f"--max_train_seconds={minutes * 60:g}",
+         "--ckpt_interval_minutes=0", f"--batch_size={4 if args.quick else 32}"],
         pp_out, "pretrain_done.json",
     )
     runs = [pretrain]
     for name, _, _, _, encoder, extra in rows:
         arch = []
         if encoder is not None:
-            arch = [a for a in PRETRAINED_ARCHITECTURE if not a.startswith("--position_embedding")]
-            arch += [f"--pretrained_encoder={encoder / 'encoder.ckpt'}"]
+            arch = [*PRETRAINED_BODY, f"--pretrained_encoder={encoder / 'encoder.ckpt'}"]
         runs.append(Run(f"ctc_{name}", "asr_ctc.py", "hparams/ctc.yaml",
                         [*ctc_common, *arch, *extra], out / f"ctc_{name}", "results.json",
                         needs=[pretrain] if encoder is not None else []))
@@ -120,8 +123,15 @@ def main(argv=None) -> int:
     best = min(results, key=lambda r: r["results"]["test-clean"]["WER"])
     pairs = example_pairs(out / f"ctc_{best['name']}" / "wer_test-clean.txt", args.examples)
     examples = "\n".join(f"  REF: {ref}\n  HYP: {hyp}\n" for _, ref, hyp in pairs)
+    done, valid = json.loads((pp_out / "pretrain_done.json").read_text()), last_valid(pp_out / "train_log.txt")
+    pretext = (
+        f"pretraining: {done['train_seconds'] / 60:.1f} min, {done['audio_hours']:.1f} h of audio seen; "
+        f"dev position accuracy {100 * valid['pos_acc']:.2f} % (chance {100 * valid['chance_acc']:.2f} %), "
+        f"position error {valid['pos_err']:.2f} patches (chance {valid['chance_err']:.2f})"
+    )
     text = (
         table(results)
+        + f"\n\n{pretext}"
         + f"\n\ntest-clean examples ({best['name']}, greedy):\n\n{examples}"
         + f"\ntotal wall time {time.time() - t0:.0f} s\n"
     )

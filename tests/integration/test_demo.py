@@ -20,6 +20,8 @@ def test_demo_quick_trains_both_rows_and_prints_examples(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| scratch") or line.startswith("| mp3")]
     assert len(rows) == 2 and all("| 12 |" in r for r in rows)  # both rows trained 12 steps
     assert text.count("REF: ") == 2 and text.count("HYP: ") == 2
+    pretext = next(line for line in text.splitlines() if line.startswith("pretraining: "))
+    assert "dev position accuracy" in pretext and "(chance " in pretext
     assert (tmp_path / "demo" / "pretrain" / "encoder.ckpt").is_file()
     assert (tmp_path / "LibriSpeech-tiny" / "corpus.json").is_file()
     assert "[3/3] results" in proc.stdout
