@@ -301,7 +301,7 @@ def main(argv=None) -> int:
     for labels in args.labels:
         def mean_wer(name, labels=labels):
             w = [r["test_clean_wer"] for r in rows if r["name"] == name and r["labels"] == labels]
-            return statistics.mean(w) if w else None
+            return round(statistics.mean(w), 2) if w else None
         scratch = mean_wer("scratch, sinusoidal PE")
         pp = {n: mean_wer(n) for n in names if n.startswith("MP3") and mean_wer(n) is not None}
         best = min(pp, key=pp.get) if pp else None
