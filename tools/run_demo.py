@@ -12,7 +12,7 @@
 4. print (and write to <out>/results.md) a WER/CER table, greedy and with the n-gram LM built
    from the training transcripts, and a few reference/hypothesis pairs of test-clean.
 
-    python tools/run_demo.py                 # ~20 min on 2 CPU cores
+    python tools/run_demo.py                 # ~15 min on 2 CPU cores
     python tools/run_demo.py --no-pe         # also the MP3 row fine-tuned without position embedding
     python tools/run_demo.py --quick         # tiny corpus and model, ~2 min: checks the plumbing
 
