@@ -248,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="run this pretraining and its rows with these seeds only, e.g. 'MP3 + anchors=0'")
     parser.add_argument("--corpus-seed", type=int, default=1234)
     args = parser.parse_args(argv)
+    try:
+        limits = seed_limits(args.limit, PRETRAININGS)
+    except ValueError as err:
+        parser.error(str(err))
     preset = PRESETS[args.preset]
     seeds = args.seeds or preset["seeds"]
     data = Path(args.data or ROOT / "data" / f"kws_{preset['corpus']}").resolve()
@@ -255,10 +259,6 @@ def main(argv: list[str] | None = None) -> None:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs)
     prepare_speech_commands(data, out / "prep", task="12")
-    try:
-        limits = seed_limits(args.limit, PRETRAININGS)
-    except ValueError as err:
-        parser.error(str(err))
     first, second = plan_runs(preset, seeds, data, out, limits)
     print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
     run_all(first, args.jobs, 1, out / "logs")

@@ -129,3 +129,14 @@ def test_benchmark_quick_preset(tiny_speech_commands, tmp_path):
             "chance_position_accuracy"} <= set(mp3)
     assert (docs / "kws_results.md").read_text().count("|") > 20
     assert (docs / "kws_confusion.png").stat().st_size > 1000
+
+
+def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick",
+         "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "out"), "--limit", "MP4=0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--limit wants NAME=SEEDS with NAME one of ['MP3', 'DropPos smoothing', 'MP3 + anchors'], got 'MP4=0'" in proc.stderr
+    assert not (tmp_path / "corpus").exists()
