@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech"
+# The CTC baseline's conformer body as the pretraining study and the demo pretrain and fine-tune
+# it (``--frontend`` is a fine-tuning key only).
+CONFORMER_BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
+# The speech pretext that learns (tools/pretext_sweep.py): 2-s crops, every context token an anchor.
+ANCHORS_PRETEXT = {"crop_seconds": 2.0, "batch_size": 32, "anchor_ratio": 1.0}
 
 
 @dataclass
@@ -84,6 +89,15 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
                 sys.exit(f"{r.name} failed (exit {proc.returncode}); see {logs / (r.name + '.log')}")
             r.info["wall_s"] = round(time.time() - start, 1)
             print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
+
+
+def as_args(values: dict) -> list[str]:
+    """Recipe overrides from a dict (None as yaml's null).
+
+    >>> as_args({"crop_seconds": None, "batch_size": 8})
+    ['--crop_seconds=null', '--batch_size=8']
+    """
+    return [f"--{k}={'null' if v is None else v}" for k, v in values.items()]
 
 
 def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:

@@ -50,20 +50,25 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from speechpos.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
-from speechpos.runs import Run, made_corpus, run_all, seed_limits  # noqa: E402
+from speechpos.runs import (  # noqa: E402
+    ANCHORS_PRETEXT,
+    CONFORMER_BODY,
+    Run,
+    as_args,
+    made_corpus,
+    run_all,
+    seed_limits,
+)
 
 LOW_LABEL_SECONDS = {"10s": 10.0, "30s": 30.0, "10min": 600.0, "1h": 3600.0, "10h": 36000.0}
-BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
 
 # Pretrainers: name -> (script, hparams, overrides). The MP3 variants are the pretext sweep's.
 PRETRAINERS = {
     "MP3 (as built)": ("pretrain.py", "hparams/pp_conformer.yaml",
                        {"crop_seconds": None, "batch_size": 8}),
-    "MP3 + anchors": ("pretrain.py", "hparams/pp_conformer.yaml",
-                      {"crop_seconds": 2.0, "batch_size": 32, "anchor_ratio": 1.0}),
+    "MP3 + anchors": ("pretrain.py", "hparams/pp_conformer.yaml", ANCHORS_PRETEXT),
     "MP3 + anchors, fast step": ("pretrain.py", "hparams/pp_conformer.yaml",
-                                 {"crop_seconds": 2.0, "batch_size": 32, "anchor_ratio": 1.0,
-                                  "target_ratio": 0.33}),
+                                 {**ANCHORS_PRETEXT, "target_ratio": 0.33}),
     "MP3 relative": ("pretrain.py", "hparams/pp_conformer.yaml",
                      {"crop_seconds": 2.0, "batch_size": 32, "position_target": "relative",
                       "max_offset": 8}),
@@ -87,10 +92,6 @@ PRESETS = {
 def slug(name: str) -> str:
     """A folder name for a row: ``"MP3 + anchors, no PE"`` -> ``mp3_anchors_no_pe``."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def as_args(values: dict) -> list[str]:
-    return [f"--{k}={'null' if v is None else v}" for k, v in values.items()]
 
 
 def step_speedups(out: Path, model: list[str]) -> dict:
@@ -190,9 +191,9 @@ def main(argv=None) -> int:
         script, hparams, extra = PRETRAINERS[name]
         values = {**PRETRAIN_COMMON, **extra, "max_train_seconds": budget, "seed": 0}
         pretrains[name] = Run(f"pretrain_{slug(name)}", script, hparams,
-                              data + BODY[:3] + as_args(values) + preset["model"],
+                              data + CONFORMER_BODY[:3] + as_args(values) + preset["model"],
                               out / f"pretrain_{slug(name)}", "pretrain_done.json")
-    ctc_common = data + BODY + preset["model"] + [
+    ctc_common = data + CONFORMER_BODY + preset["model"] + [
         f"--number_of_steps={args.ctc_steps}", f"--warmup_steps={max(args.ctc_steps // 6, 1)}",
         f"--train_samples_per_epoch={preset['batch_every']}", "--dynamic_batching=False",
         f"--batch_size={preset['ctc_batch']}",

@@ -32,12 +32,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from speechpos.plots import example_pairs, last_valid, markdown_table  # noqa: E402
-from speechpos.runs import Run, run_all  # noqa: E402
+from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
-# The pretext of tools/pretraining_study.py's "MP3 + anchors" (pp_conformer.yaml is its body).
-PRETEXT = ["--crop_seconds=2.0", "--anchor_ratio=1.0", "--dropout=0.0", "--lr=0.001", "--warmup_steps=300"]
-PRETRAINED_BODY = ["--encoder_kind=conformer", "--null_key=True", "--frontend=patch", "--patch_frames=4"]
 
 
 def table(rows: list[dict]) -> str:
@@ -97,15 +94,17 @@ def main(argv=None) -> int:
                      ["--position_embedding=none"]))
     pretrain = Run(
         "pretrain", "pretrain.py", "hparams/pp_conformer.yaml",
-        [*common, *PRETEXT, "--number_of_epochs=100000", f"--max_train_seconds={minutes * 60:g}",
-         "--ckpt_interval_minutes=0", f"--batch_size={4 if args.quick else 32}"],
+        # The pretraining study's "MP3 + anchors" (pp_conformer.yaml is the CTC baseline's body).
+        [*common, *as_args({**ANCHORS_PRETEXT, **({"batch_size": 4} if args.quick else {})}),
+         "--dropout=0.0", "--lr=0.001", "--warmup_steps=300", "--number_of_epochs=100000",
+         f"--max_train_seconds={minutes * 60:g}", "--ckpt_interval_minutes=0"],
         pp_out, "pretrain_done.json",
     )
     runs = [pretrain]
     for name, _, _, _, encoder, extra in rows:
         arch = []
         if encoder is not None:
-            arch = [*PRETRAINED_BODY, f"--pretrained_encoder={encoder / 'encoder.ckpt'}"]
+            arch = [*CONFORMER_BODY, f"--pretrained_encoder={encoder / 'encoder.ckpt'}"]
         runs.append(Run(f"ctc_{name}", "asr_ctc.py", "hparams/ctc.yaml",
                         [*ctc_common, *arch, *extra], out / f"ctc_{name}", "results.json",
                         needs=[pretrain] if encoder is not None else []))
