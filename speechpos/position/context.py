@@ -244,6 +244,27 @@ class ContextSampler:
             return None
         return sample_context(lengths, self.context_ratio, max_len, self.span, generator)
 
+    @staticmethod
+    def near(mask: torch.Tensor, gap: int) -> torch.Tensor:
+        """(B, T) True within ``gap`` positions of a True token of ``mask`` (itself included).
+
+        >>> ContextSampler.near(torch.tensor([[0, 0, 0, 1, 0, 0, 0]]).bool(), 2).int().tolist()
+        [[0, 1, 1, 1, 1, 1, 0]]
+        """
+        if gap <= 0:
+            return mask.bool()
+        dilated = torch.nn.functional.max_pool1d(mask.float()[:, None], 2 * gap + 1, stride=1, padding=gap)
+        return dilated[:, 0] > 0
+
+    @staticmethod
+    def coarse(positions: torch.Tensor, lengths: torch.Tensor, size: int):
+        """Classes of spans of ``size`` positions: (class of each position, classes per example).
+
+        >>> ContextSampler.coarse(torch.tensor([[0, 3, 4, 9]]), torch.tensor([10]), 4)
+        (tensor([[0, 0, 1, 2]]), tensor([3]))
+        """
+        return torch.div(positions, size, rounding_mode="floor"), -torch.div(-lengths, size, rounding_mode="floor")
+
     def __repr__(self) -> str:
         return f"ContextSampler(context_ratio={self.context_ratio}, span={self.span})"
 
@@ -282,6 +303,33 @@ class GridContextSampler:
         if self.context_ratio == 1.0:
             return None
         return sample_context_2d(len(lengths), self.grid, self.context_ratio, self.block, generator, lengths.device)
+
+    def near(self, mask: torch.Tensor, gap: int) -> torch.Tensor:
+        """(B, H*W) True within ``gap`` cells (rows and columns: a square) of a True cell.
+
+        >>> s = GridContextSampler((3, 3), 0.25)
+        >>> s.near(torch.tensor([[1, 0, 0, 0, 0, 0, 0, 0, 0]]).bool(), 1).int().tolist()
+        [[1, 1, 0, 1, 1, 0, 0, 0, 0]]
+        """
+        if gap <= 0:
+            return mask.bool()
+        height, width = self.grid
+        grid = mask.float().reshape(-1, 1, height, width)
+        dilated = torch.nn.functional.max_pool2d(grid, 2 * gap + 1, stride=1, padding=gap)
+        return dilated.reshape(mask.shape) > 0
+
+    def coarse(self, positions: torch.Tensor, lengths: torch.Tensor, size: int):
+        """Classes of ``size`` x ``size`` squares of cells (row-major over the coarse grid):
+        (class of each position, classes per example).
+
+        >>> GridContextSampler((4, 4), 0.25).coarse(torch.tensor([[0, 3, 5, 15]]), torch.tensor([16]), 2)
+        (tensor([[0, 1, 0, 3]]), tensor([4]))
+        """
+        height, width = self.grid
+        cols = -(-width // size)
+        row = torch.div(positions, width, rounding_mode="floor") // size
+        col = (positions % width) // size
+        return row * cols + col, torch.full_like(lengths, -(-height // size) * cols)
 
     def __repr__(self) -> str:
         return f"GridContextSampler(grid={self.grid}, context_ratio={self.context_ratio}, block={self.block})"

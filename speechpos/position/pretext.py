@@ -10,6 +10,9 @@ loss. Its switches are the pretext's variants, all on the shared core:
   (:mod:`~speechpos.position.anchors`); anchors carry no loss;
 - ``target_ratio``: only the context and this fraction of the loss-carrying non-context tokens
   enter the encoder (:mod:`~speechpos.position.queries`); None runs every token;
+- ``min_gap``: only tokens with no context token within ``min_gap`` positions carry loss, so
+  none can be placed by continuing the spectrum (or the picture) of an adjacent context token;
+- ``coarse``: the class is a span of ``coarse`` positions (on a grid, a square of cells);
 - the head: :class:`~speechpos.position.head.PositionHead` (absolute position) or
   :class:`~speechpos.position.relative.RelativePositionHead` (offset from a context token).
 
@@ -24,6 +27,19 @@ Example
 >>> out = pretext(torch.randn(2, 40, 32), torch.tensor([40, 20]))
 >>> out.logits.shape[1] < 40, out.logits.shape[2], out.num_classes.tolist()
 (True, 40, [40, 20])
+
+The random draws of a step (context, anchors, tokens scored) are a :class:`PretextPlan`, which
+a modality can read before it embeds its tokens, e.g. to give context and target patches
+different augmentations (:class:`~speechpos.speech.views.PatchViews`):
+
+>>> gapped = PositionPretext(enc, PositionHead(32, 50), ContextSampler(0.25), min_gap=1, coarse=4)
+>>> plan = gapped.plan(torch.tensor([40, 20]), 40)
+>>> near = ContextSampler(0.25).near(plan.context.mask, 1)
+>>> bool((plan.loss_mask & near).any())
+False
+>>> out = gapped(torch.randn(2, 40, 32), torch.tensor([40, 20]), plan=plan)
+>>> out.num_classes.tolist(), int(out.true.max()) < 10
+([10, 5], True)
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ from speechpos.position.context import Context, ContextSampler, full_context, va
 from speechpos.position.encoder import ContextEncoder, gather_tokens
 from speechpos.position.head import PositionHead
 from speechpos.position.loss import LOSS_TOKENS, loss_token_mask
-from speechpos.position.queries import select_queries
+from speechpos.position.queries import QuerySet, select_queries
 from speechpos.position.relative import RelativePositionHead, reference_pairs
 
 TARGETS = ("absolute", "relative")
@@ -73,6 +89,28 @@ class PretextOutput:
     positions: torch.Tensor
 
 
+@dataclass
+class PretextPlan:
+    """The random draws of one pretext step, over the full token sequence.
+
+    Attributes
+    ----------
+    context : Context or None
+        Attention context (None: full attention).
+    anchors : torch.Tensor
+        (B, T) context tokens that keep a position signal.
+    loss_mask : torch.Tensor
+        (B, T) tokens that carry loss (``loss_on``, anchors and ``min_gap`` applied).
+    queries : QuerySet or None
+        With ``target_ratio``: the tokens that enter the encoder.
+    """
+
+    context: Context | None
+    anchors: torch.Tensor
+    loss_mask: torch.Tensor
+    queries: QuerySet | None = None
+
+
 class PositionPretext(nn.Module):
     """Context sampling + anchors + query selection + encoder + head.
 
@@ -92,6 +130,11 @@ class PositionPretext(nn.Module):
         Fraction of the non-context loss tokens run through the encoder (None: all tokens).
     max_positions : int
         Longest sequence, for the anchors' signal.
+    min_gap : int
+        Score only tokens with no context token within ``min_gap`` positions (0: all).
+    coarse : int
+        Positions per class (absolute targets only; the head needs ``ceil(max / coarse)``
+        classes).
     """
 
     def __init__(
@@ -103,8 +146,16 @@ class PositionPretext(nn.Module):
         anchor_ratio: float = 0.0,
         target_ratio: float | None = None,
         max_positions: int = 1000,
+        min_gap: int = 0,
+        coarse: int = 1,
     ):
         super().__init__()
+        if min_gap < 0:
+            raise ValueError(f"min_gap must be >= 0, got {min_gap}")
+        if coarse < 1:
+            raise ValueError(f"coarse must be >= 1, got {coarse}")
+        if coarse > 1 and isinstance(head, RelativePositionHead):
+            raise ValueError("coarse targets are classes of absolute positions: use position_target: absolute")
         if target_ratio is not None and not 0.0 < target_ratio <= 1.0:
             raise ValueError(f"target_ratio must be in (0, 1] or null, got {target_ratio}")
         if not 0.0 <= anchor_ratio <= 1.0:
@@ -117,21 +168,42 @@ class PositionPretext(nn.Module):
         self.loss_on = loss_on
         self.anchor_ratio = anchor_ratio
         self.target_ratio = target_ratio
+        self.min_gap = min_gap
+        self.coarse = coarse
         d_model = head.proj.in_features // (3 if isinstance(head, RelativePositionHead) else 1)
         self.anchor_signal = AnchorSignal(d_model, max_positions) if anchor_ratio > 0 else None
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> PretextOutput:
-        """Predict the positions of (B, T, D) unpositioned tokens with (B,) valid lengths."""
-        batch, length, _ = tokens.shape
-        lengths = lengths.to(tokens.device)
+    def plan(self, lengths: torch.Tensor, length: int, generator: torch.Generator | None = None) -> PretextPlan:
+        """Draw the context, anchors and scored tokens for (B,) ``lengths`` padded to ``length``."""
         context = self.sampler(lengths, length, generator)
         ctx = context if context is not None else full_context(lengths, length)
         loss_mask = loss_token_mask(self.loss_on, lengths, length, context)
         anchors = sample_anchors(ctx, self.anchor_ratio, generator)
         loss_mask = loss_mask & ~anchors
-
+        if self.min_gap > 0 and context is not None:
+            loss_mask = loss_mask & ~self.sampler.near(context.mask, self.min_gap)
+        queries = None
         if self.target_ratio is not None and context is not None:
-            chosen = select_queries(lengths, ctx, self.target_ratio, candidates=loss_mask, generator=generator)
+            queries = select_queries(lengths, ctx, self.target_ratio, candidates=loss_mask, generator=generator)
+        return PretextPlan(context, anchors, loss_mask, queries)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        generator: torch.Generator | None = None,
+        plan: PretextPlan | None = None,
+    ) -> PretextOutput:
+        """Predict the positions of (B, T, D) unpositioned tokens with (B,) valid lengths
+        (``plan``: draws made beforehand by :meth:`plan`; default: drawn here)."""
+        batch, length, _ = tokens.shape
+        lengths = lengths.to(tokens.device)
+        if plan is None:
+            plan = self.plan(lengths, length, generator)
+        context, anchors, loss_mask = plan.context, plan.anchors, plan.loss_mask
+
+        if plan.queries is not None:
+            chosen = plan.queries
             positions, slot_lengths, slot_context = chosen.index, chosen.lengths, chosen.context
             x = gather_tokens(tokens, positions)
             slots = valid_mask(slot_lengths, positions.shape[1])
@@ -153,25 +225,32 @@ class PositionPretext(nn.Module):
             logits = self.head(out, reference)
             mask = loss_mask & has_reference
             num_classes = torch.full_like(lengths, self.head.num_classes)
+        elif self.coarse > 1:
+            true, num_classes = self.sampler.coarse(positions, lengths, self.coarse)
+            logits = self.head(out, num_classes)
+            mask = loss_mask
         else:
             logits = self.head(out, lengths)
             true, mask, num_classes = positions, loss_mask, lengths
         return PretextOutput(logits, true, mask, num_classes, context, positions)
 
 
-def build_position_head(target: str, d_model: int, num_positions: int, max_offset: int = 8):
+def build_position_head(target: str, d_model: int, num_positions: int, max_offset: int = 8, coarse: int = 1):
     """The head for an hparams ``position_target``: "absolute" (a position among
-    ``num_positions``) or "relative" (an offset within ±``max_offset`` of a context token).
+    ``num_positions``, or with ``coarse`` a span among ``ceil(num_positions / coarse)``) or
+    "relative" (an offset within ±``max_offset`` of a context token).
 
     >>> build_position_head("relative", 16, 100, max_offset=4).num_classes
     9
+    >>> build_position_head("absolute", 16, 100, coarse=8).num_positions
+    13
     >>> build_position_head("order", 16, 100)
     Traceback (most recent call last):
     ...
     ValueError: position_target must be one of ('absolute', 'relative'), got 'order'
     """
     if target == "absolute":
-        return PositionHead(d_model, num_positions)
+        return PositionHead(d_model, -(-num_positions // coarse))
     if target == "relative":
         return RelativePositionHead(d_model, max_offset)
     raise ValueError(f"position_target must be one of {TARGETS}, got {target!r}")

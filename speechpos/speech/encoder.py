@@ -26,6 +26,8 @@ torch.Size([2, 9, 32])
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from speechbrain.lobes.models.transformer.Conformer import ConformerEncoder
 from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
@@ -125,6 +127,28 @@ def build_encoder(
 def convolution_gates(encoder: nn.Module) -> list[ConvolutionGate]:
     """The convolution gates of an encoder (empty for a transformer)."""
     return [m for m in encoder.modules() if isinstance(m, ConvolutionGate)]
+
+
+@contextmanager
+def convolution_mode(encoder: nn.Module, mode: str):
+    """Run a block with every conformer convolution of ``encoder`` in ``mode``, then restore
+    each gate's own mode (a no-op for a transformer).
+
+    >>> enc = build_encoder("conformer", 1, 16, 2, 32, conv_mode="on")
+    >>> with convolution_mode(enc, "off"):
+    ...     inside = convolution_gates(enc)[0].mode
+    >>> inside, convolution_gates(enc)[0].mode
+    ('off', 'on')
+    """
+    gates = convolution_gates(encoder)
+    before = [gate.mode for gate in gates]
+    for gate in gates:
+        gate.mode = mode
+    try:
+        yield
+    finally:
+        for gate, old in zip(gates, before, strict=True):
+            gate.mode = old
 
 
 def set_convolution_mode(encoder: nn.Module, mode: str, zero_init: bool = False) -> None:

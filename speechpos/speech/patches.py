@@ -45,8 +45,9 @@ class FramePatchEmbedding(nn.Module):
         self.patch_frames = patch_frames
         self.proj = nn.Linear(n_mels * patch_frames, d_model)
 
-    def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor):
-        """Returns (tokens, lengths): (B, T, d_model) and (B,) whole patches per example."""
+    def patchify(self, feats: torch.Tensor, rel_lengths: torch.Tensor):
+        """Returns (patches, lengths): (B, T, patch_frames * n_mels) frames of each patch,
+        time-major, and (B,) whole patches per example."""
         batch, frames, mels = feats.shape
         if mels != self.n_mels:
             raise ValueError(f"expected {self.n_mels} filterbank channels, got {mels}")
@@ -61,4 +62,9 @@ class FramePatchEmbedding(nn.Module):
             raise ValueError(
                 f"an utterance of the batch is shorter than one patch ({self.patch_frames} frames)"
             )
+        return patches, lengths
+
+    def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor):
+        """Returns (tokens, lengths): (B, T, d_model) and (B,) whole patches per example."""
+        patches, lengths = self.patchify(feats, rel_lengths)
         return self.proj(patches), lengths

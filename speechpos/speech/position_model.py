@@ -2,7 +2,9 @@
 
 Everything a training step needs happens in one ``forward``, so the model can be wrapped in
 DistributedDataParallel as a single module. The pretext's variants (anchors, relative targets,
-query subsets) are those of :class:`~speechpos.position.pretext.PositionPretext`.
+query subsets, gaps, coarse classes) are those of
+:class:`~speechpos.position.pretext.PositionPretext`; ``views`` jitters every patch on its own
+before it is embedded (:class:`~speechpos.speech.views.PatchViews`).
 
 Example
 -------
@@ -26,6 +28,7 @@ from speechpos.position.head import PositionHead
 from speechpos.position.pretext import PositionPretext, PretextOutput
 from speechpos.position.relative import RelativePositionHead
 from speechpos.speech.model import SpeechEncoder
+from speechpos.speech.views import PatchViews
 
 
 class SpeechPositionModel(nn.Module):
@@ -39,8 +42,13 @@ class SpeechPositionModel(nn.Module):
         Absolute positions, or offsets from a context token.
     sampler : ContextSampler
         Which tokens supply keys/values.
-    loss_on, anchor_ratio, target_ratio, max_positions :
+    loss_on, anchor_ratio, target_ratio, max_positions, min_gap, coarse :
         See :class:`~speechpos.position.pretext.PositionPretext`.
+    views : PatchViews, optional
+        Per-patch augmentation of the filterbank patches (patch front-end only).
+    skip_position_embedding : bool
+        The encoder may carry a position embedding, which this pretext leaves out (the joint
+        objective's encoder has one for its masked-prediction pass); otherwise one is refused.
     """
 
     def __init__(
@@ -52,20 +60,36 @@ class SpeechPositionModel(nn.Module):
         anchor_ratio: float = 0.0,
         target_ratio: float | None = None,
         max_positions: int = 1000,
+        min_gap: int = 0,
+        coarse: int = 1,
+        views: PatchViews | None = None,
+        skip_position_embedding: bool = False,
     ):
         super().__init__()
-        if encoder.position_embedding is not None:
+        if encoder.position_embedding is not None and not skip_position_embedding:
             raise ValueError("position-prediction pretraining needs an encoder without position embedding")
+        if views is not None and not hasattr(encoder.patch_embedding, "patchify"):
+            raise ValueError("views need the patch front-end (frontend: patch)")
         self.encoder = encoder
+        self.views = views
         self.pretext = PositionPretext(
-            encoder.encoder, head, sampler, loss_on, anchor_ratio, target_ratio, max_positions
+            encoder.encoder, head, sampler, loss_on, anchor_ratio, target_ratio, max_positions,
+            min_gap=min_gap, coarse=coarse,
         )
 
     @property
     def head(self):
         return self.pretext.head
 
+    def tokens(self, feats, rel_lengths, generator: torch.Generator | None = None):
+        """Filterbank features (B, F, n_mels) -> unpositioned (tokens, lengths), views applied."""
+        embedding = self.encoder.patch_embedding
+        if self.views is None:
+            return embedding(feats, rel_lengths)
+        patches, lengths = embedding.patchify(feats, rel_lengths)
+        return embedding.proj(self.views(patches, generator)), lengths
+
     def forward(self, feats, rel_lengths, generator: torch.Generator | None = None) -> PretextOutput:
         """Filterbank features (B, F, n_mels) and relative lengths -> :class:`PretextOutput`."""
-        tokens, lengths = self.encoder.embed(feats, rel_lengths)
+        tokens, lengths = self.tokens(feats, rel_lengths, generator)
         return self.pretext(tokens, lengths, generator)

@@ -491,3 +491,98 @@ def test_ctc_linear_probe_trains_only_the_ctc_layer(pretrain_run, tiny_librispee
     assert all(torch.equal(pretrained[k], probed[k]) for k in pretrained)
     stats = log_stats(out / "train_log.txt")
     assert stats[-1]["train loss"] < stats[0]["train loss"]
+
+
+# ------------------------------------------------------------------ shortcut-free variants, joint objective
+
+
+@pytest.fixture(scope="module")
+def joint_run(tiny_librispeech, tmp_path_factory):
+    out = tmp_path_factory.mktemp("joint") / "run"
+    run_recipe(
+        "pretrain_joint.py", "hparams/joint.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=8", "--codebook_size=64", "--chunk_seconds=1.0",
+        "--position_weight=1.0", *TINY_MODEL,
+    )
+    return out
+
+
+def test_joint_objective_learns_both_pretexts(joint_run):
+    stats = log_stats(joint_run / "train_log.txt")
+    assert [s["epoch"] for s in stats] == list(range(1, 9))
+    first, last = stats[0], stats[-1]
+    assert last["train loss"] < 0.9 * first["train loss"]
+    assert last["train code_loss"] < first["train code_loss"] and last["train pos_loss"] < first["train pos_loss"]
+    assert last["train code_acc"] > max(first["train code_acc"], 2 / 64)
+    assert last["train chance_acc"] == pytest.approx(0.04, abs=0.002)       # 25 patches per 1-s chunk
+    assert last["train pos_acc"] > 1.5 * last["train chance_acc"]
+
+
+def test_ctc_loads_the_joint_encoder_as_bestrq_s(joint_run, tiny_librispeech, tmp_path):
+    out = tmp_path / "ctc"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}", f"--output_folder={out}",
+        "--number_of_epochs=1000", "--optimizer_step_limit=2", "--train_samples_per_epoch=8",
+        "--speed_perturb=False", "--freeze_encoder=True", "--pretrained_conv_mode=on", "--conv_mode=on",
+        f"--pretrained_encoder={joint_run / 'encoder.ckpt'}", *TINY_MODEL, "--frontend=patch",
+        "--encoder_kind=conformer", "--null_key=True", "--position_embedding=learned",
+    )
+    assert "kept initial values of []" in (out / "log.txt").read_text()  # PE and convolution loaded too
+    ckpt = sorted((out / "save").glob("CKPT+*"))[-1]
+    pretrained, probed = torch.load(joint_run / "encoder.ckpt"), torch.load(ckpt / "encoder.ckpt")
+    assert all(torch.equal(pretrained[k], probed[k]) for k in pretrained)
+
+
+def test_joint_refuses_a_negative_weight(tmp_path):
+    proc = run_recipe("pretrain_joint.py", "hparams/joint.yaml", f"--output_folder={tmp_path}",
+                      "--position_weight=-1", check=False)
+    assert proc.returncode == 2 and "position_weight must be >= 0, got -1" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def gapped_views_run(tiny_librispeech, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gapped") / "run"
+    run_recipe(
+        "pretrain.py", "hparams/pp_conformer.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=3", "--crop_seconds=1.0", "--anchor_ratio=1.0",
+        "--min_gap=1", "--views=True", *TINY_MODEL,
+    )
+    return out
+
+
+def test_gap_and_views_switches_run_and_score_only_gapped_targets(gapped_views_run):
+    stats = log_stats(gapped_views_run / "train_log.txt")
+    assert [s["epoch"] for s in stats] == [1, 2, 3]
+    assert stats[-1]["valid chance_acc"] == pytest.approx(0.04, abs=0.002)
+    # Targets far from every context patch sit in the crop's gaps: their error to a uniform guess
+    # differs from the ungapped crop's 8.3 (which the anchors-fast variant above asserts).
+    assert (gapped_views_run / "encoder.ckpt").is_file()
+
+
+def test_coarse_targets_have_span_classes(tiny_librispeech, tmp_path):
+    out = tmp_path / "coarse"
+    run_recipe(
+        "pretrain.py", "hparams/pp_conformer.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=1", "--crop_seconds=1.0", "--coarse=5", *TINY_MODEL,
+    )
+    assert log_stats(out / "train_log.txt")[-1]["valid chance_acc"] == pytest.approx(0.2, abs=0.01)  # 5 spans
+
+
+def test_shortcut_diagnosis_splits_targets_by_distance(gapped_views_run, tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("tool_shortcut", ROOT / "tools" / "pretext_shortcut.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(gapped_views_run), "--names", "gapped", "--passes", "1", "--docs", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "pretext_shortcut.json").read_text())["runs"]["gapped"]
+    shares = [v["share"] for v in result["by_distance"].values()]
+    assert sum(shares) == pytest.approx(100, abs=0.5) and result["trained_min_gap"] == 1
+    gaps = result["by_gap"]
+    assert gaps["0"]["targets"] > gaps["1"]["targets"] > gaps["2"]["targets"] > 0
+    assert gaps["2"]["chance_given_gap"] > gaps["0"]["chance_given_gap"] >= gaps["0"]["chance_uniform"]
+    assert (tmp_path / "pretext_shortcut.png").is_file() and "### Scored with a gap" in (
+        tmp_path / "pretext_shortcut.md").read_text()
+    with pytest.raises(SystemExit, match="no hyperparams.yaml here"):
+        tool.main([str(tmp_path), "--docs", str(tmp_path)])

@@ -152,7 +152,7 @@ def smooth_walks(batch, length, generator):
     return start + steps.cumsum(1)
 
 
-@pytest.mark.parametrize("variant", ["anchors", "relative"])
+@pytest.mark.parametrize("variant", ["anchors", "relative", "min_gap", "coarse"])
 def test_variants_learn_well_above_their_chance(variant):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -160,8 +160,12 @@ def test_variants_learn_well_above_their_chance(variant):
     embed = torch.nn.Linear(8, D)
     encoder = ContextEncoder(TransformerEncoder(2, 4, 64, d_model=D, normalize_before=True))
     head = build_position_head("relative" if variant == "relative" else "absolute", D, length, max_offset=3)
+    coarse = 3 if variant == "coarse" else 1
+    if coarse > 1:
+        head = build_position_head("absolute", D, length, coarse=coarse)
     pretext = PositionPretext(encoder, head, ContextSampler(0.5), loss_on="excluded",
-                              anchor_ratio=0.5 if variant == "anchors" else 0.0, max_positions=length)
+                              anchor_ratio=0.0 if variant == "relative" else 0.5, max_positions=length,
+                              min_gap=1 if variant == "min_gap" else 0, coarse=coarse)
     params = [*embed.parameters(), *pretext.parameters()]
     opt = torch.optim.Adam(params, lr=3e-3)
     loss_fn = PositionLoss()
@@ -183,6 +187,53 @@ def test_variants_learn_well_above_their_chance(variant):
         opt.step()
     after = evaluate()
     assert before["accuracy"] < 2 * before["chance_accuracy"]
-    # Relative targets have 6 classes (chance ~1/6, so 6x is perfect); anchors 24 positions.
-    assert after["accuracy"] > (2 if variant == "relative" else 3) * after["chance_accuracy"]
+    # Relative targets have 6 classes (chance ~1/6, so 6x is perfect), coarse ones 8 spans;
+    # anchors 24 positions.
+    assert after["accuracy"] > (2 if variant in ("relative", "coarse") else 3) * after["chance_accuracy"]
     assert after["position_error"] < 0.6 * after["chance_position_error"]
+
+
+def test_min_gap_scores_no_target_near_the_context_also_on_the_fast_step():
+    torch.manual_seed(0)
+    encoder = ContextEncoder(TransformerEncoder(1, 4, 64, d_model=D))
+    for target_ratio in (None, 0.5):
+        pretext = PositionPretext(encoder, PositionHead(D, 80), ContextSampler(0.25), anchor_ratio=1.0,
+                                  target_ratio=target_ratio, min_gap=2)
+        lengths = torch.tensor([80, 50])
+        plan = pretext.plan(lengths, 80, torch.Generator().manual_seed(1))
+        out = pretext(torch.randn(2, 80, D), lengths, plan=plan)
+        for b in range(2):
+            context = torch.nonzero(plan.context.mask[b]).flatten()
+            scored = out.true[b][out.mask[b]]
+            assert len(scored) > 0
+            assert int((scored[:, None] - context[None, :]).abs().min()) >= 3
+            assert bool((scored < lengths[b]).all())
+
+
+def test_coarse_classes_are_spans_and_refuse_relative_targets():
+    torch.manual_seed(0)
+    encoder = ContextEncoder(TransformerEncoder(1, 4, 64, d_model=D))
+    pretext = PositionPretext(encoder, build_position_head("absolute", D, 40, coarse=4), ContextSampler(0.5),
+                              coarse=4)
+    out = pretext(torch.randn(2, 40, D), torch.tensor([40, 18]))
+    assert out.num_classes.tolist() == [10, 5]                  # ceil(18 / 4)
+    assert torch.equal(out.true[0], torch.arange(40) // 4)
+    assert out.logits.shape[-1] == 10
+    with pytest.raises(ValueError, match="coarse targets are classes of absolute positions"):
+        PositionPretext(encoder, RelativePositionHead(D, 4), ContextSampler(0.5), coarse=2)
+    with pytest.raises(ValueError, match="min_gap must be >= 0, got -1"):
+        PositionPretext(encoder, PositionHead(D, 8), ContextSampler(0.5), min_gap=-1)
+
+
+def test_grid_sampler_gap_is_a_square_and_coarse_cells_are_squares():
+    from speechpos.position import GridContextSampler
+
+    sampler = GridContextSampler((6, 6), 0.25)
+    mask = torch.zeros(1, 36, dtype=torch.bool)
+    mask[0, 2 * 6 + 3] = True                                     # cell (2, 3)
+    near = sampler.near(mask, 1).reshape(6, 6)
+    assert near.sum() == 9 and bool(near[1:4, 2:5].all())
+    classes, counts = sampler.coarse(torch.arange(36)[None], torch.tensor([36]), 4)
+    assert counts.tolist() == [4]                                 # a 2 x 2 grid of 4 x 4 squares
+    assert classes.reshape(6, 6)[0].tolist() == [0, 0, 0, 0, 1, 1]
+    assert classes.reshape(6, 6)[5].tolist() == [2, 2, 2, 2, 3, 3]

@@ -1,0 +1,101 @@
+"""Per-patch views (the pretext's augmentation) and the joint BEST-RQ + position model."""
+
+import pytest
+import torch
+
+from speechpos.position import ContextSampler, PositionHead, PositionLoss
+from speechpos.speech.bestrq import BestRQModel
+from speechpos.speech.joint import JointModel, chunk_features
+from speechpos.speech.model import build_speech_encoder
+from speechpos.speech.position_model import SpeechPositionModel
+from speechpos.speech.views import PatchViews
+
+
+def test_views_jitter_every_patch_on_its_own_and_normalise_it():
+    g = torch.Generator().manual_seed(0)
+    patches = torch.randn(2, 6, 4 * 80, generator=g)
+    patches[:, 3] = patches[:, 2]                       # two identical neighbours
+    out = PatchViews(80, 4, gain=1.0, tilt=1.0, noise=0.1, freq_mask=10, patch_norm=True)(patches, g)
+    assert not torch.allclose(out[:, 2], out[:, 3])     # the same content gets different looks
+    flat = out.reshape(2, 6, -1)
+    torch.testing.assert_close(flat.mean(-1), torch.zeros(2, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(-1, unbiased=False), torch.ones(2, 6), atol=1e-4, rtol=0)
+    # Without normalisation a pure gain is an offset: the patch's shape survives.
+    gain_only = PatchViews(80, 4, gain=1.0, tilt=0.0, noise=0.0, freq_mask=0, patch_norm=False)(patches, g)
+    offsets = (gain_only - patches).reshape(2, 6, -1)
+    assert bool((offsets.std(-1) < 1e-5).all()) and bool((offsets.abs().amax(-1) <= 1.0).all())
+
+
+def test_views_refuse_bad_settings_and_shapes():
+    with pytest.raises(ValueError, match="freq_mask \\(90\\) is wider than the 80 mel channels"):
+        PatchViews(80, 4, freq_mask=90)
+    with pytest.raises(ValueError, match="gain, tilt, noise and freq_mask must be >= 0"):
+        PatchViews(80, 4, gain=-1.0)
+    with pytest.raises(ValueError, match="patches of 100 values are not 4 frames x 80 channels"):
+        PatchViews(80, 4)(torch.randn(1, 2, 100))
+
+
+def test_chunks_stay_inside_their_utterance():
+    feats = torch.arange(2 * 12).float().reshape(2, 12, 1)
+    chunks, lens = chunk_features(feats, torch.tensor([1.0, 0.5]), 4)
+    assert lens.tolist() == [1.0, 1.0, 1.0, 1.0]        # 3 whole chunks + 1 (6 valid frames)
+    assert chunks[:, :, 0].tolist()[3] == [12, 13, 14, 15]
+    short, short_lens = chunk_features(torch.randn(1, 3, 2), torch.tensor([1.0]), 4)
+    assert short.shape == (1, 4, 2) and short_lens.tolist() == [0.75]
+
+
+def tiny_joint():
+    torch.manual_seed(0)
+    enc = build_speech_encoder(num_layers=2, d_model=32, nhead=4, d_ffn=64, kind="conformer", conv_mode="on",
+                               dropout=0.0, position_embedding=True)
+    bestrq = BestRQModel(enc, n_mels=80, patch_frames=4, d_model=32, codebook_size=16)
+    position = SpeechPositionModel(enc, PositionHead(32, 10), ContextSampler(0.25), anchor_ratio=1.0,
+                                   skip_position_embedding=True)
+    return JointModel(bestrq, position, chunk_frames=40), enc
+
+
+def test_joint_position_pass_sees_no_position_embedding_and_no_convolution():
+    joint, enc = tiny_joint()
+    with torch.no_grad():
+        enc.position_embedding.weight.normal_()
+    feats = torch.randn(1, 40, 80)
+    g = torch.Generator().manual_seed(0)
+    joint.eval()
+    out = joint.position(feats, torch.tensor([1.0]), torch.Generator().manual_seed(0))
+    # The same pass on an encoder whose position embedding is zero: identical outputs.
+    with torch.no_grad():
+        enc.position_embedding.weight.zero_()
+    with torch.no_grad():
+        again = joint.position(feats, torch.tensor([1.0]), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.logits, again.logits)
+    gates = [m.mode for m in enc.modules() if type(m).__name__ == "ConvolutionGate"]
+    joint(torch.randn(2, 80, 80), torch.tensor([1.0, 1.0]), g)
+    assert gates == ["on", "on"] and [m.mode for m in enc.modules() if type(m).__name__ == "ConvolutionGate"] == gates
+    with pytest.raises(ValueError, match="needs an encoder without position embedding"):
+        SpeechPositionModel(enc, PositionHead(32, 10), ContextSampler(0.25))
+
+
+def test_joint_step_lowers_both_losses():
+    joint, enc = tiny_joint()
+    opt = torch.optim.Adam(joint.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(4, 120, 80, generator=g).cumsum(1) * 0.1   # slowly changing "speech"
+    lens = torch.ones(4)
+    loss_fn = PositionLoss()
+
+    def losses():
+        torch.manual_seed(5)
+        out = joint(feats, lens, torch.Generator().manual_seed(2))
+        return torch.nn.functional.cross_entropy(out.code_logits, out.code_targets), loss_fn.of_output(out.position)
+
+    with torch.no_grad():
+        code0, pos0 = losses()
+    for _ in range(40):
+        out = joint(feats, lens)
+        loss = torch.nn.functional.cross_entropy(out.code_logits, out.code_targets) + loss_fn.of_output(out.position)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        code1, pos1 = losses()
+    assert code1 < 0.8 * code0 and pos1 < 0.9 * pos0

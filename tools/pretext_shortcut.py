@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Is the speech pretext solved by adjacency? Dev accuracy by distance to the nearest anchor.
+
+Loads a finished position-prediction pretraining (``pretrain.py`` output folder: its
+``hyperparams.yaml`` and last checkpoint) and scores it on dev-clean crops, as the recipe
+validates it, in two ways:
+
+1. **by distance**: accuracy of every scored target by the distance (in patches) from it to its
+   nearest anchor: 1, 2, 3 or >= 4;
+2. **with a gap**: the same model scored only on targets with no context token within ±g
+   patches (g = 0, 1, 2, 3; the pretext's ``min_gap`` switch), beside two chance levels: a
+   uniform guess over the crop, and a guess uniform over the positions the gap leaves possible
+   (those with no context token within ±g), which a model can tell from the anchors alone.
+
+A patch that continues the spectrum of the anchor beside it is placed by low-level edge
+continuity; what is left at >= 4 patches from every anchor cannot come from it.
+
+Writes ``<docs>/pretext_shortcut.md``, ``.json`` and ``.png``.
+
+Usage::
+
+    .venv/bin/python tools/pretext_shortcut.py results/pretext_probe/pretrain_mp3_anchors
+    .venv/bin/python tools/pretext_shortcut.py RUN_A RUN_B --names "MP3 + anchors" "views" --passes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from speechpos.plots import _pyplot, _save, markdown_table, write_report  # noqa: E402
+
+DISTANCES = ("1", "2", "3", ">=4")
+GAPS = (0, 1, 2, 3)
+
+
+def nearest(points: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
+    """(B, N) distance from each of ``points`` (B, N positions) to the nearest True of
+    ``marks`` (B, T); a large number where an example has none.
+
+    >>> nearest(torch.tensor([[0, 4]]), torch.tensor([[False, False, True, False, False]])).tolist()
+    [[2, 2]]
+    """
+    t = torch.arange(marks.shape[1], device=marks.device)
+    dist = (points[:, :, None] - t[None, None, :]).abs()
+    return dist.masked_fill(~marks[:, None, :], 10**6).min(-1).values
+
+
+def load_run(run: Path):
+    """(hparams, model, features, normalize) of a finished pretrain.py run, last checkpoint."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    if not (run / "hyperparams.yaml").is_file():
+        raise SystemExit(f"{run}: no hyperparams.yaml here; give a pretrain.py output folder")
+    with open(run / "hyperparams.yaml", encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f)
+    if "model" not in hparams or not hasattr(hparams["model"], "pretext"):
+        raise SystemExit(f"{run}: not a position-prediction run of pretrain.py (no pretext model)")
+    if hparams["checkpointer"].recover_if_possible() is None:
+        raise SystemExit(f"{run}: no checkpoint under {hparams['save_folder']}")
+    model = hparams["model"].eval()
+    return hparams, model, hparams["compute_features"], hparams["normalize"]
+
+
+@torch.no_grad()
+def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) -> dict:
+    """Accuracy by distance to the nearest anchor, and under each gap, over ``passes`` draws
+    of crops and contexts of dev-clean."""
+    from speechpos.speech.audio import min_samples_for_patch
+    from speechpos.speech.dataio import audio_dataset
+
+    hparams, model, features, normalize = load_run(run)
+    pretext = model.pretext
+    if pretext.coarse != 1 or hparams.get("position_target", "absolute") != "absolute":
+        raise SystemExit(f"{run}: the diagnosis scores absolute one-patch targets (coarse 1, absolute)")
+    if pretext.anchor_ratio == 0:
+        raise SystemExit(f"{run}: the pretext has no anchors to measure distances to")
+    crop = hparams["crop_seconds"]
+    by_dist = {d: [0, 0] for d in DISTANCES}
+    by_gap = {g: {"hits": 0, "n": 0, "uniform": 0.0, "gap_chance": 0.0} for g in GAPS}
+    trained_gap = pretext.min_gap
+    for p in range(passes):
+        generator = torch.Generator().manual_seed(seed + p)
+        data = audio_dataset(
+            hparams["valid_csv"], hparams["sample_rate"],
+            min_samples_for_patch(hparams["patch_frames"], sample_rate=hparams["sample_rate"]),
+            None if crop is None else int(crop * hparams["sample_rate"]), sort="ascending",
+            generator=torch.Generator().manual_seed(seed + 1000 * p),
+        )
+        from speechbrain.dataio.dataloader import make_dataloader
+
+        for batch in make_dataloader(data, batch_size=batch_size):
+            wavs, lens = batch.sig
+            feats = normalize(features(wavs), lens)
+            tokens, lengths = model.tokens(feats, lens, generator)
+            length = tokens.shape[1]
+            for g in GAPS:
+                pretext.min_gap = g
+                plan = pretext.plan(lengths, length, generator)
+                out = pretext(tokens, lengths, plan=plan)
+                hit = (out.logits.argmax(-1) == out.true) & out.mask
+                stats = by_gap[g]
+                stats["hits"] += int(hit.sum())
+                stats["n"] += int(out.mask.sum())
+                stats["uniform"] += float((out.mask.sum(1) / lengths).sum())
+                if plan.context is not None:
+                    possible = ~pretext.sampler.near(plan.context.mask, g) & (
+                        torch.arange(length)[None, :] < lengths[:, None])
+                    stats["gap_chance"] += float((out.mask.sum(1) / possible.sum(1).clamp(min=1)).sum())
+                if g == 0:
+                    dist = nearest(out.positions, plan.anchors)
+                    for name, sel in (("1", dist == 1), ("2", dist == 2), ("3", dist == 3), (">=4", dist >= 4)):
+                        by_dist[name][0] += int((hit & sel).sum())
+                        by_dist[name][1] += int((out.mask & sel).sum())
+    pretext.min_gap = trained_gap
+    chance = by_gap[0]["uniform"] / max(by_gap[0]["n"], 1)
+    return {
+        "run": str(run),
+        "crop_seconds": crop,
+        "context_ratio": pretext.sampler.context_ratio,
+        "anchor_ratio": pretext.anchor_ratio,
+        "trained_min_gap": trained_gap,
+        "chance_accuracy": round(100 * chance, 2),
+        "by_distance": {d: {"accuracy": round(100 * h / max(n, 1), 2), "targets": n,
+                            "share": round(100 * n / max(sum(v[1] for v in by_dist.values()), 1), 1)}
+                        for d, (h, n) in by_dist.items()},
+        "by_gap": {str(g): {"accuracy": round(100 * s["hits"] / max(s["n"], 1), 2), "targets": s["n"],
+                            "chance_uniform": round(100 * s["uniform"] / max(s["n"], 1), 2),
+                            "chance_given_gap": round(100 * s["gap_chance"] / max(s["n"], 1), 2)}
+                   for g, s in by_gap.items()},
+    }
+
+
+def conclusion(name: str, r: dict) -> str:
+    """One sentence per run, from the numbers."""
+    d = r["by_distance"]
+    gap3 = r["by_gap"]["3"]
+    return (
+        f"{name}: accuracy {d['1']['accuracy']} % on targets next to an anchor, {d['2']['accuracy']} % at 2 patches, "
+        f"{d['3']['accuracy']} % at 3 and {d['>=4']['accuracy']} % at 4 or more (chance {r['chance_accuracy']} %); "
+        f"scored with no context within ±3 patches it places {gap3['accuracy']} % against "
+        f"{gap3['chance_given_gap']} % for a guess among the positions that gap leaves possible."
+    )
+
+
+def plot(results: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(results), 1)
+    for i, (name, r) in enumerate(results.items()):
+        xs = [j + i * width for j in range(len(DISTANCES))]
+        axes[0].bar(xs, [r["by_distance"][d]["accuracy"] for d in DISTANCES], width, label=name)
+        xs = [j + i * width for j in range(len(GAPS))]
+        axes[1].bar(xs, [r["by_gap"][str(g)]["accuracy"] for g in GAPS], width, label=name)
+        axes[1].plot(xs, [r["by_gap"][str(g)]["chance_given_gap"] for g in GAPS], "k_", ms=14)
+    first = next(iter(results.values()))
+    axes[0].axhline(first["chance_accuracy"], color="k", lw=0.8, label="chance (uniform)")
+    axes[0].set_xticks([j + 0.4 - width / 2 for j in range(len(DISTANCES))], DISTANCES)
+    axes[0].set_xlabel("distance from the target to its nearest anchor (patches of 40 ms)")
+    axes[0].set_ylabel("dev position accuracy %")
+    axes[0].legend(fontsize=8)
+    axes[1].set_xticks([j + 0.4 - width / 2 for j in range(len(GAPS))], [f"±{g}" for g in GAPS])
+    axes[1].set_xlabel("scored only with no context token within (black: chance given the gap)")
+    axes[1].set_ylabel("dev position accuracy %")
+    return _save(fig, path, "Position prediction on speech: placed by the neighbouring anchor?")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="pretrain.py output folders")
+    parser.add_argument("--names", nargs="+", help="a row name per run (default: folder names)")
+    parser.add_argument("--passes", type=int, default=2, help="draws of crops and contexts over dev")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    args = parser.parse_args(argv)
+    names = args.names or [r.name for r in args.runs]
+    if len(names) != len(args.runs):
+        parser.error(f"{len(args.runs)} runs but {len(names)} names")
+    torch.set_num_threads(args.threads)
+    results = {n: diagnose(r, args.passes) for n, r in zip(names, args.runs, strict=True)}
+
+    dist_table = markdown_table(
+        ["run", *[f"acc % at {d}" for d in DISTANCES], *[f"share % at {d}" for d in DISTANCES], "chance %"],
+        [[n, *[r["by_distance"][d]["accuracy"] for d in DISTANCES],
+          *[r["by_distance"][d]["share"] for d in DISTANCES], r["chance_accuracy"]] for n, r in results.items()])
+    gap_table = markdown_table(
+        ["run", "gap", "dev acc %", "chance % (uniform)", "chance % (given the gap)", "acc / chance given gap",
+         "targets"],
+        [[n, f"±{g}", r["by_gap"][str(g)]["accuracy"], r["by_gap"][str(g)]["chance_uniform"],
+          r["by_gap"][str(g)]["chance_given_gap"],
+          round(r["by_gap"][str(g)]["accuracy"] / max(r["by_gap"][str(g)]["chance_given_gap"], 1e-9), 2),
+          r["by_gap"][str(g)]["targets"]] for n, r in results.items() for g in GAPS])
+    command = "python tools/pretext_shortcut.py " + " ".join(str(a) for a in (argv or sys.argv[1:]))
+    setup = (
+        f"`{command}`: each run's last checkpoint scored on dev-clean crops ({args.passes} draws of crops, "
+        "contexts and anchors, as the recipe validates); distance in 40-ms patches from each scored target "
+        "to its nearest anchor; a gap ±g scores only targets with no context token within g patches."
+    )
+    report = "\n\n".join([
+        setup, "### Accuracy by distance to the nearest anchor", dist_table,
+        "### Scored with a gap", gap_table,
+        "### What it says", "\n".join(f"- {conclusion(n, r)}" for n, r in results.items()),
+    ])
+    args.docs.mkdir(parents=True, exist_ok=True)
+    write_report(report, "", args.docs / "pretext_shortcut.md")
+    (args.docs / "pretext_shortcut.json").write_text(json.dumps({"setup": setup, "runs": results}, indent=1))
+    plot(results, args.docs / "pretext_shortcut.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
