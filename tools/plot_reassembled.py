@@ -38,6 +38,9 @@ def load_experiment(folder: Path) -> dict:
     if hparams.get("position_target", "absolute") != "absolute":
         raise ValueError(f"{folder}: reassembling needs absolute position targets, "
                          f"the experiment predicts {hparams['position_target']} ones")
+    if hparams.get("coarse", 1) != 1:
+        raise ValueError(f"{folder}: reassembling needs one class per grid cell, the experiment "
+                         f"predicts {hparams['coarse']} x {hparams['coarse']} squares (coarse: {hparams['coarse']})")
     if hparams["checkpointer"].recover_if_possible() is None:
         raise FileNotFoundError(f"no checkpoint under {folder / 'save'}")
     hparams["vit"].eval()

@@ -46,10 +46,15 @@ class PositionPretrainBrain(sb.core.Brain):
         """Refuse a layout or context grid that is not the ViT's real patch grid, a position
         embedding in the pretrained ViT, and smoothing of relative targets."""
         vit = self.hparams.vit
-        for what, grid in (("position layout", self.hparams.layout.grid),
-                           ("context sampler", self.hparams.pretext.sampler.grid)):
-            if tuple(grid) != vit.grid:
-                raise ValueError(f"{what} grid {tuple(grid)} differs from the ViT patch grid {vit.grid}")
+        coarse = self.hparams.pretext.coarse
+        squares = tuple(-(-g // coarse) for g in vit.grid)  # the layout counts coarse classes
+        for what, grid, expected in (
+            ("position layout", self.hparams.layout.grid, squares),
+            ("context sampler", self.hparams.pretext.sampler.grid, vit.grid),
+        ):
+            if tuple(grid) != expected:
+                raise ValueError(f"{what} grid {tuple(grid)} differs from the ViT patch grid {vit.grid} "
+                                 f"(expected {expected} with coarse: {coarse})")
         if vit.position_embedding is not None:
             raise ValueError("position-prediction pretraining needs a ViT without position embedding")
         if self.relative and (self.hparams.sigma_start > 0 or self.hparams.sigma_end > 0):

@@ -58,3 +58,15 @@ class PositionLayout:
 
     def __repr__(self) -> str:
         return f"PositionLayout(grid={self.grid})"
+
+
+def coarse_grid_layout(grid: tuple[int, int], coarse: int = 1) -> PositionLayout:
+    """The layout of the classes of coarse targets on a grid: ``coarse`` x ``coarse`` squares
+    of cells (the last row and column of squares may be cut).
+
+    >>> coarse_grid_layout((14, 14), 4).grid
+    (4, 4)
+    """
+    if coarse < 1:
+        raise ValueError(f"coarse must be >= 1, got {coarse}")
+    return PositionLayout(grid=tuple(-(-int(g) // coarse) for g in grid))

@@ -175,8 +175,11 @@ class KeywordPositionModel(nn.Module):
         The pretext's head.
     sampler : ContextSampler
         Which tokens are keys/values.
-    loss_on, anchor_ratio, target_ratio :
+    loss_on, anchor_ratio, target_ratio, min_gap, coarse :
         See :class:`~speechpos.position.pretext.PositionPretext`.
+    views : PatchViews, optional
+        Per-patch jitter of the feature patches before they are embedded
+        (:class:`~speechpos.speech.views.PatchViews`, laid out as ``patch_frames`` x features).
 
     >>> from speechpos.position import ContextSampler, PositionHead
     >>> kwt = KeywordTransformer(d_model=32, num_layers=1, nhead=4, d_ffn=64)
@@ -187,18 +190,25 @@ class KeywordPositionModel(nn.Module):
     """
 
     def __init__(self, encoder: KeywordTransformer, head, sampler, loss_on: str = "all",
-                 anchor_ratio: float = 0.0, target_ratio: float | None = None):
+                 anchor_ratio: float = 0.0, target_ratio: float | None = None, min_gap: int = 0,
+                 coarse: int = 1, views=None):
         super().__init__()
         from speechpos.position.pretext import PositionPretext
 
         if encoder.position_embedding is not None:
             raise ValueError("position-prediction pretraining needs an encoder without position embedding")
         self.encoder = encoder
+        self.views = views
         self.pretext = PositionPretext(encoder.encoder, head, sampler, loss_on, anchor_ratio,
-                                       target_ratio, max_positions=encoder.num_tokens)
+                                       target_ratio, max_positions=encoder.num_tokens, min_gap=min_gap,
+                                       coarse=coarse)
 
     def forward(self, feats: torch.Tensor, generator: torch.Generator | None = None):
         """(B, frames, F) features -> :class:`~speechpos.position.pretext.PretextOutput`."""
+        if self.views is not None:
+            batch, frames, dim = feats.shape
+            patches = feats.reshape(batch, frames // self.encoder.patch_frames, -1)
+            feats = self.views(patches, generator).reshape(batch, frames, dim)
         tokens = self.encoder.embed(feats)
         lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
         return self.pretext(tokens, lengths, generator)

@@ -74,6 +74,19 @@ def test_pretraining_with_anchors_learns_positions(tiny_speech_commands, tmp_pat
     assert results["position_error"] < results["chance_position_error"]
 
 
+def test_pretraining_with_a_gap_and_views_runs_against_its_chance(tiny_speech_commands, tmp_path, single_thread):
+    """The shortcut-free switches on keyword clips: every target at least 2 tokens from the
+    context, every patch jittered on its own, 7 coarse classes of 7 tokens."""
+    load_recipe("pretrain").main([str(RECIPES / "hparams" / "pretrain.yaml"),
+                                  f"--data_folder={tiny_speech_commands}", f"--output_folder={tmp_path}",
+                                  "--number_of_epochs=3", "--anchor_ratio=1.0", "--min_gap=1", "--views=True",
+                                  "--coarse=7", *TINY])
+    losses = log_values(tmp_path / "train_log.txt", "train loss")
+    assert losses[-1] < losses[0]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["chance_accuracy"] == pytest.approx(1 / 7, abs=0.005)
+
+
 def test_training_loss_falls_accuracy_rises(finetuned):
     log = finetuned / "train_log.txt"
     losses, accuracy = log_values(log, "train loss"), log_values(log, "valid accuracy")

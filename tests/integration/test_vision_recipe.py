@@ -214,3 +214,18 @@ def test_pretraining_refuses_smoothing_relative_targets(tiny_folder, tmp_path, s
         pretrain_variant(
             tiny_folder, tmp_path / "bad", "--position_target=relative", "--sigma_start=1.0"
         )
+
+
+def test_pretraining_with_a_gap_and_coarse_squares_learns_them(tiny_folder, tmp_path, single_thread):
+    """No scored patch touches a context patch (a square gap of one cell), and the classes are
+    2 x 2 squares of cells: chance is one in the coarse grid's 16 squares."""
+    out = tmp_path / "gap_coarse"
+    load_recipe("pretrain").main([
+        str(RECIPES / "hparams" / "pretrain.yaml"), f"--data_folder={tiny_folder}", f"--output_folder={out}",
+        "--number_of_epochs=8", "--lr=0.003", "--context_ratio=0.25", "--anchor_ratio=1.0", "--min_gap=1",
+        "--coarse=2", "--image_size=32", *TINY[1:],
+    ])
+    losses, result = train_losses(out / "train_log.txt"), json.loads((out / "results.json").read_text())
+    assert losses[-1] < losses[0]
+    assert result["chance_accuracy"] == pytest.approx(1 / 16, abs=0.005)    # 8 x 8 grid -> 4 x 4 squares
+    assert result["position_accuracy"] > result["chance_accuracy"]
