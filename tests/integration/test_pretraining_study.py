@@ -64,3 +64,27 @@ def test_study_rejects_a_limit_on_a_budget_it_does_not_run(tmp_path):
          "--out", str(tmp_path), "--limit", "10h=0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--limit wants NAME=SEEDS with NAME one of ['10s', '30s'], got '10h=0'" in proc.stderr
+
+
+def test_study_scaling_rows_pretrain_longer_and_plot_the_gain(tiny_librispeech, tmp_path):
+    """--scaling-minutes: the best position row and BEST-RQ also pretrained for another time,
+    fine-tuned at the scaling budget, the gain over scratch tabled and plotted."""
+    out, docs = tmp_path / "study", tmp_path / "docs"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
+         "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech), "--no-probe",
+         "--pretrainers", "MP3 + anchors, min gap 2", "BEST-RQ", "--best", "MP3 + anchors, min gap 2",
+         "--labels", "30s", "--scaling-minutes", "0.1", "--scaling-labels", "30s"],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((docs / "pretraining_study.json").read_text())
+    scaling = report["scaling"]
+    assert [(r["pretrainer"], r["minutes"]) for r in scaling] == [("MP3 + anchors, min gap 2", 0.1), ("BEST-RQ", 0.1)]
+    longer = report["pretraining"]["BEST-RQ @ 0.1 min"]
+    assert 0.1 <= longer["pretrain_minutes"] < 0.15
+    for r in scaling:
+        assert r["relative_gain_pct"] == round(100 * (r["scratch_wer"] - r["test_clean_wer"]) / r["scratch_wer"], 1)
+    assert (docs / "pretraining_scaling.png").stat().st_size > 10_000
+    assert "### Scaling: gain over scratch" in (docs / "pretraining_study.md").read_text()
