@@ -20,6 +20,7 @@ import sys
 
 import speechbrain as sb
 import torch
+from pretrain_bestrq import dataio_prepare  # the same data as BEST-RQ alone: whole utterances
 from speechbrain.utils.distributed import run_on_main
 
 from speechpos.position import PositionStats
@@ -30,8 +31,6 @@ from speechpos.recipes import (
     train_loader_options,
     user_errors,
 )
-from speechpos.speech.audio import min_samples_for_patch
-from speechpos.speech.dataio import audio_dataset
 from speechpos.speech.pretraining import PretrainingBrain
 
 logger = logging.getLogger(__name__)
@@ -96,16 +95,6 @@ class JointPretrain(PretrainingBrain):
             )
             self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
             self.export()
-
-
-def dataio_prepare(hparams):
-    """Whole utterances, each at least one masked span long."""
-    span_frames = hparams["patch_frames"] * hparams["mask_patches"]
-    min_samples = min_samples_for_patch(span_frames, sample_rate=hparams["sample_rate"])
-    sort = hparams["sorting"] if hparams["sorting"] != "random" else None
-    train = audio_dataset(hparams["train_csv"], hparams["sample_rate"], min_samples, sort=sort)
-    valid = audio_dataset(hparams["valid_csv"], hparams["sample_rate"], min_samples, sort="ascending")
-    return train, valid
 
 
 def main(argv):
