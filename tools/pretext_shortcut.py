@@ -17,9 +17,15 @@ continuity; what is left at >= 4 patches from every anchor cannot come from it.
 
 Writes ``<docs>/pretext_shortcut.md``, ``.json`` and ``.png``.
 
+With ``--train-epochs N`` the (single) run folder is first trained, or resumed from its last
+checkpoint, with the study's pretext (``pp_conformer.yaml``, 2-s crops, batch 32, every context
+token an anchor) on the bench corpus up to epoch N or ``--train-minutes`` of training time,
+whichever comes first: the study's 20-minute pretext on its machine took about 2,900 steps.
+
 Usage::
 
     .venv/bin/python tools/pretext_shortcut.py results/pretext_probe/pretrain_mp3_anchors
+    .venv/bin/python tools/pretext_shortcut.py results/pretext_shortcut/anchors --train-epochs 23
     .venv/bin/python tools/pretext_shortcut.py RUN_A RUN_B --names "MP3 + anchors" "views" --passes 3
 """
 
@@ -173,6 +179,24 @@ def plot(results: dict, path: Path) -> Path:
     return _save(fig, path, "Position prediction on speech: placed by the neighbouring anchor?")
 
 
+def train(run: Path, epochs: int, minutes: float | None, corpus: Path, threads: int) -> None:
+    """The study's MP3 + anchors pretext into ``run`` (resumed from its checkpoints)."""
+    from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, made_corpus, run_all
+
+    prep = made_corpus(corpus, "bench", 1234, 2, run.parent / "prep")
+    values = {**ANCHORS_PRETEXT, "dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "seed": 0,
+              "ckpt_interval_minutes": 0, "number_of_epochs": epochs,
+              "max_train_seconds": None if minutes is None else minutes * 60}
+    args = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True", *CONFORMER_BODY[:3],
+            *as_args(values)]
+    (run.parent / "logs").mkdir(parents=True, exist_ok=True)
+    marker = "pretrain_done.json"
+    if (run / marker).is_file():  # a finished run of another length resumes from its checkpoint
+        (run / marker).rename(run / "pretrain_done.previous.json")
+    run_all([Run(run.name, "pretrain.py", "hparams/pp_conformer.yaml", args, run, marker)], 1, threads,
+            run.parent / "logs")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="pretrain.py output folders")
@@ -180,7 +204,14 @@ def main(argv=None) -> int:
     parser.add_argument("--passes", type=int, default=2, help="draws of crops and contexts over dev")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--train-epochs", type=int, help="first train (or resume) the run up to this epoch")
+    parser.add_argument("--train-minutes", type=float, help="with --train-epochs: stop at this training time")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "LibriSpeech-bench")
     args = parser.parse_args(argv)
+    if args.train_epochs is not None:
+        if len(args.runs) != 1:
+            parser.error("--train-epochs trains one run folder")
+        train(args.runs[0], args.train_epochs, args.train_minutes, args.corpus, args.threads)
     names = args.names or [r.name for r in args.runs]
     if len(names) != len(args.runs):
         parser.error(f"{len(args.runs)} runs but {len(names)} names")
