@@ -179,16 +179,17 @@ def plot(results: dict, path: Path) -> Path:
     return _save(fig, path, "Position prediction on speech: placed by the neighbouring anchor?")
 
 
-def train(run: Path, epochs: int, minutes: float | None, corpus: Path, threads: int) -> None:
+def train(run: Path, epochs: int, minutes: float | None, corpus: Path, size: str, threads: int,
+          model: list[str]) -> None:
     """The study's MP3 + anchors pretext into ``run`` (resumed from its checkpoints)."""
     from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, made_corpus, run_all
 
-    prep = made_corpus(corpus, "bench", 1234, 2, run.parent / "prep")
+    prep = made_corpus(corpus, size, 1234, 2, run.parent / "prep")
     values = {**ANCHORS_PRETEXT, "dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "seed": 0,
               "ckpt_interval_minutes": 0, "number_of_epochs": epochs,
               "max_train_seconds": None if minutes is None else minutes * 60}
     args = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True", *CONFORMER_BODY[:3],
-            *as_args(values)]
+            *as_args(values), *model]
     (run.parent / "logs").mkdir(parents=True, exist_ok=True)
     marker = "pretrain_done.json"
     if (run / marker).is_file():  # a finished run of another length resumes from its checkpoint
@@ -207,11 +208,15 @@ def main(argv=None) -> int:
     parser.add_argument("--train-epochs", type=int, help="first train (or resume) the run up to this epoch")
     parser.add_argument("--train-minutes", type=float, help="with --train-epochs: stop at this training time")
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "LibriSpeech-bench")
+    parser.add_argument("--corpus-size", default="bench", help="make_corpus size if the corpus is missing")
+    parser.add_argument("--model", default="", help="extra overrides for --train-epochs, in one argument: "
+                        "--model='--num_layers=2 --d_model=32'")
     args = parser.parse_args(argv)
     if args.train_epochs is not None:
         if len(args.runs) != 1:
             parser.error("--train-epochs trains one run folder")
-        train(args.runs[0], args.train_epochs, args.train_minutes, args.corpus, args.threads)
+        train(args.runs[0], args.train_epochs, args.train_minutes, args.corpus, args.corpus_size, args.threads,
+              args.model.split())
     names = args.names or [r.name for r in args.runs]
     if len(names) != len(args.runs):
         parser.error(f"{len(args.runs)} runs but {len(names)} names")

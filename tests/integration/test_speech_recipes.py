@@ -586,3 +586,21 @@ def test_shortcut_diagnosis_splits_targets_by_distance(gapped_views_run, tmp_pat
         tmp_path / "pretext_shortcut.md").read_text()
     with pytest.raises(SystemExit, match="no hyperparams.yaml here"):
         tool.main([str(tmp_path), "--docs", str(tmp_path)])
+
+
+def test_shortcut_tool_trains_then_resumes_the_study_pretext(tiny_librispeech, tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("tool_shortcut_train", ROOT / "tools" / "pretext_shortcut.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    run = tmp_path / "runs" / "anchors"
+    common = [str(run), "--passes", "1", "--docs", str(tmp_path / "docs"), "--corpus", str(tiny_librispeech),
+              "--corpus-size", "tiny", "--model=--num_layers=2 --d_model=32 --nhead=4 --d_ffn=64"]
+    assert tool.main([*common, "--train-epochs", "1"]) == 0
+    assert [s["epoch"] for s in log_stats(run / "train_log.txt")] == [1]
+    assert tool.main([*common, "--train-epochs", "2"]) == 0
+    assert [s["epoch"] for s in log_stats(run / "train_log.txt")] == [1, 2]      # resumed, not restarted
+    report = json.loads((tmp_path / "docs" / "pretext_shortcut.json").read_text())
+    assert report["runs"]["anchors"]["anchor_ratio"] == 1.0
