@@ -32,7 +32,6 @@ import json
 import logging
 import multiprocessing
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -42,13 +41,19 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speechpos.data.speech_commands import (
+    CORE_WORDS,
+    NOISE_FOLDER,
+    TESTING_LIST,
+    VALIDATION_LIST,
+    speaker_of,
+)
 from speechpos.data.tts import VOICES, Voice, available_engines, synthesize
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE
-CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 OTHER_WORDS_V1 = (
     "bed bird cat dog eight five four happy house marvin nine one seven sheila six three tree "
     "two wow zero".split()
@@ -56,18 +61,10 @@ OTHER_WORDS_V1 = (
 WORDS_V1 = tuple(sorted(CORE_WORDS + tuple(OTHER_WORDS_V1)))
 WORDS_V2_EXTRA = ("backward", "follow", "forward", "learn", "visual")
 WORDS_V2 = tuple(sorted(WORDS_V1 + WORDS_V2_EXTRA))
-NOISE_FOLDER = "_background_noise_"
-VALIDATION_LIST = "validation_list.txt"
-TESTING_LIST = "testing_list.txt"
 MANIFEST = "kws_corpus.json"
 # Speech Commands' split rule (its README and TensorFlow's input_data.which_set).
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
 JITTER = SAMPLE_RATE // 10
-
-
-def speaker_of(path: str) -> str:
-    """The speaker id of a clip: its file name before ``_nohash_``."""
-    return re.sub(r"_nohash_.*$", "", Path(path).name)
 
 
 def which_set(path: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
