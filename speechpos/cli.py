@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from speechpos.inference import RunError, SpeechModel, list_audio
-from speechpos.speech.audio import AudioError
+from speechpos.speech.data.audio import AudioError
 from speechpos.speech.model import CheckpointMismatchError
 
 

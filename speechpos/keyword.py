@@ -3,7 +3,7 @@
 A *run* is the output folder of ``recipes/SpeechCommands/train.py`` (``hyperparams.yaml``,
 ``labels.txt`` and ``save/`` with the checkpoint of the best validation accuracy). Audio of
 any sample rate and channel count is downmixed to mono and resampled to 16 kHz
-(:func:`speechpos.speech.audio.read_audio_converted`); a clip shorter than 1 s is zero-padded,
+(:func:`speechpos.speech.data.audio.read_audio_converted`); a clip shorter than 1 s is zero-padded,
 a longer one is cut to its loudest second (:func:`loudest_window`).
 
 Example (with a trained run)::
@@ -24,8 +24,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
 from speechpos.inference import RunError
-from speechpos.speech.audio import read_audio_converted
-from speechpos.speech.keyword_data import fix_length
+from speechpos.speech.data.audio import read_audio_converted
+from speechpos.speech.data.keyword_data import fix_length
 
 
 def loudest_window(wav: torch.Tensor, size: int, hop: int = 1600) -> torch.Tensor:

@@ -127,7 +127,7 @@ def made_corpus(corpus: Path, size: str, seed: int, jobs: int, prep: Path, low_l
     """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes) and write its
     CSV manifests into ``prep`` (both skipped when done); returns ``prep``."""
     from speechpos.data.corpus import make_corpus
-    from speechpos.data.librispeech import prepare_librispeech
+    from speechpos.speech.data.librispeech import prepare_librispeech
 
     make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
     prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from speechpos.data.kws_corpus import make_kws_corpus
-from speechpos.data.speech_commands import prepare_speech_commands
 from speechpos.plots import markdown_table, plot_class_confusion
 from speechpos.runs import Run, run_all, seed_limits
+from speechpos.speech.data.speech_commands import prepare_speech_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "SpeechCommands"

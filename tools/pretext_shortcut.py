@@ -80,8 +80,8 @@ def load_run(run: Path):
 def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) -> dict:
     """Accuracy by distance to the nearest anchor, and under each gap, over ``passes`` draws
     of crops and contexts of dev-clean."""
-    from speechpos.speech.audio import min_samples_for_patch
-    from speechpos.speech.dataio import audio_dataset
+    from speechpos.speech.data.audio import min_samples_for_patch
+    from speechpos.speech.data.dataio import audio_dataset
 
     hparams, model, features, normalize = load_run(run)
     pretext = model.pretext

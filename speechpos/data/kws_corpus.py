@@ -41,14 +41,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechpos.data.speech_commands import (
+from speechpos.data.tts import VOICES, Voice, available_engines, synthesize
+from speechpos.speech.data.speech_commands import (
     CORE_WORDS,
     NOISE_FOLDER,
     TESTING_LIST,
     VALIDATION_LIST,
     speaker_of,
 )
-from speechpos.data.tts import VOICES, Voice, available_engines, synthesize
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Tasks:
 
 Each split's CSV has the columns ``ID, duration, wav, start, stop, spk_id, word, label``
 (``start``/``stop`` in samples: a silence clip is a 1-s window of a noise file). Clips shorter
-than 1 s are zero-padded to 1 s when read (:mod:`speechpos.speech.keyword_data`).
+than 1 s are zero-padded to 1 s when read (:mod:`speechpos.speech.data.keyword_data`).
 
 Example
 -------
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from speechpos.data.librispeech import DataPreparationError
+from speechpos.speech.data.librispeech import DataPreparationError
 
 logger = logging.getLogger(__name__)
 
