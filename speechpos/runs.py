@@ -126,7 +126,7 @@ def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:
 def made_corpus(corpus: Path, size: str, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
     """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes) and write its
     CSV manifests into ``prep`` (both skipped when done); returns ``prep``."""
-    from speechpos.data.corpus import make_corpus
+    from speechpos.corpora.librispeech import make_corpus
     from speechpos.speech.data.librispeech import prepare_librispeech
 
     make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechpos.data.kws_corpus import make_kws_corpus
+from speechpos.corpora.speech_commands import make_kws_corpus
 from speechpos.plots import markdown_table, plot_class_confusion
 from speechpos.runs import Run, run_all, seed_limits
 from speechpos.speech.data.speech_commands import prepare_speech_commands

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = p.parse_args(argv)
 
-    from speechpos.data.corpus import make_corpus
+    from speechpos.corpora.librispeech import make_corpus
 
     out = (ROOT / args.out).resolve()
     corpus = (ROOT / args.corpus).resolve()

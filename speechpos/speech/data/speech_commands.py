@@ -43,7 +43,8 @@ from speechpos.speech.data.librispeech import DataPreparationError
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-# The dataset's layout (what the offline corpus maker, speechpos.data.kws_corpus, writes too).
+# The dataset's layout, which the offline corpus maker (speechpos.corpora.speech_commands)
+# writes too.
 CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 NOISE_FOLDER = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"

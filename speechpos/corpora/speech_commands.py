@@ -12,7 +12,7 @@ reads, so the recipes run unchanged on this corpus and on the real dataset)::
     <out>/kws_corpus.json                     the settings; a finished corpus is not remade
 
 Every speaker is one text-to-speech voice setting (engine + voice + pitch + speaking rate,
-:class:`speechpos.data.tts.Voice`) with its own 8-hex-digit id, so the hash split keeps every
+:class:`speechpos.corpora.tts.Voice`) with its own 8-hex-digit id, so the hash split keeps every
 voice setting of the test list out of training. Repetition ``n`` of a word is the same voice
 slightly faster or slower. Words sit near the middle of the 1-s clip (as in the real set, cut
 around the loudest second), with a random jitter of up to 0.1 s, over faint noise.
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechpos.data.tts import VOICES, Voice, available_engines, synthesize
+from speechpos.corpora.tts import VOICES, Voice, available_engines, synthesize
 from speechpos.speech.data.speech_commands import (
     CORE_WORDS,
     NOISE_FOLDER,
@@ -238,7 +238,8 @@ def write_noise_files(out: Path, size: KwsSize, seed: int, speakers: list[Speake
     for name, wav in noises.items():
         sf.write(folder / f"{name}.wav", 0.5 * wav, SAMPLE_RATE, subtype="PCM_16")
     (folder / "README.md").write_text(
-        "Synthetic background noise (speechpos.data.kws_corpus): coloured noise, hum, babble.\n"
+        "Synthetic background noise (speechpos.corpora.speech_commands): coloured noise, hum, "
+        "babble.\n"
     )
 
 
