@@ -64,8 +64,8 @@ def main(argv=None) -> int:
 
 
 def _keyword(args) -> int:
-    """The ``keyword`` subcommand (:class:`speechpos.keyword.KeywordSpotter`)."""
-    from speechpos.keyword import KeywordSpotter
+    """The ``keyword`` subcommand (:class:`speechpos.inference.keyword.KeywordSpotter`)."""
+    from speechpos.inference.keyword import KeywordSpotter
 
     try:
         spotter = KeywordSpotter.from_run(args.run, device=args.device)
