@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import example_pairs, last_valid, markdown_table  # noqa: E402
-from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402
+from speechpos.experiments.plots import example_pairs, last_valid, markdown_table  # noqa: E402
+from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "LibriSpeech"
 # The CTC baseline's conformer body as the pretraining study and the demo pretrain and fine-tune
 # it (``--frontend`` is a fine-tuning key only).
 CONFORMER_BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
