@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from speechpos.inference import RunError, SpeechModel, list_audio
-from speechpos.speech.audio import AudioError
+from speechpos.speech.data.audio import AudioError
 from speechpos.speech.model import CheckpointMismatchError
 
 
@@ -64,8 +64,8 @@ def main(argv=None) -> int:
 
 
 def _keyword(args) -> int:
-    """The ``keyword`` subcommand (:class:`speechpos.keyword.KeywordSpotter`)."""
-    from speechpos.keyword import KeywordSpotter
+    """The ``keyword`` subcommand (:class:`speechpos.inference.keyword.KeywordSpotter`)."""
+    from speechpos.inference.keyword import KeywordSpotter
 
     try:
         spotter = KeywordSpotter.from_run(args.run, device=args.device)

@@ -94,7 +94,7 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
     or when ``skip_prep`` is set)."""
     if hparams["skip_prep"]:
         return
-    from speechpos.data.librispeech import prepare_librispeech
+    from speechpos.speech.data.librispeech import prepare_librispeech
 
     if not os.path.isdir(hparams["data_folder"]):
         raise FileNotFoundError(
@@ -114,7 +114,7 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
 def prepare_keyword_data(hparams) -> None:
     """Write the Speech Commands CSV manifests named by the hparams, on the main process only
     (skipped when already done, or when ``skip_prep`` is set)."""
-    from speechpos.data.speech_commands import prepare_speech_commands
+    from speechpos.speech.data.speech_commands import prepare_speech_commands
 
     sb.utils.distributed.run_on_main(
         prepare_speech_commands,
@@ -149,9 +149,9 @@ def train_loader_options(hparams, train_set) -> dict:
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input (files, configs, checkpoints), not a bug: the recipes
     print their message without a traceback."""
-    from speechpos.data.librispeech import DataPreparationError  # SpeechCommandsError too
-    from speechpos.speech.audio import AudioError
     from speechpos.speech.ctc import CTCAlignmentError, TranscriptError
+    from speechpos.speech.data.audio import AudioError
+    from speechpos.speech.data.librispeech import DataPreparationError  # SpeechCommandsError too
     from speechpos.speech.lm import LMTextError
     from speechpos.speech.model import CheckpointMismatchError
 

@@ -20,7 +20,7 @@ def tiny_librispeech(tmp_path_factory):
     ``<spk>-<chapter>.trans.txt``, as made by ``tools/make_corpus.py --size tiny --seed 1234``.
     Treat it as read-only (copy what a test needs to change).
     """
-    from speechpos.data.corpus import make_corpus
+    from speechpos.corpora.librispeech import make_corpus
 
     root = tmp_path_factory.mktemp("tiny_librispeech") / "LibriSpeech"
     make_corpus(root, size="tiny", seed=TINY_LIBRISPEECH_SEED, jobs=2, progress=False)
@@ -43,7 +43,7 @@ TINY_KWS_SEED = 1234
 def tiny_speech_commands(tmp_path_factory):
     """Root of a tiny Speech Commands-layout corpus (16 TTS speakers x 30 words, ~8 s to make):
     ``tools/make_kws_corpus.py --size tiny --seed 1234``. Treat it as read-only."""
-    from speechpos.data.kws_corpus import make_kws_corpus
+    from speechpos.corpora.speech_commands import make_kws_corpus
 
     root = tmp_path_factory.mktemp("tiny_kws") / "speech_commands"
     make_kws_corpus(root, size="tiny", seed=TINY_KWS_SEED, jobs=2)

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 
-from speechpos.plots import markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import markdown_table, write_report  # noqa: E402
 from speechpos.precision import choose_precision, read_cpu_flags  # noqa: E402
 
 HPARAMS = ROOT / "recipes" / "LibriSpeech" / "hparams" / "ctc.yaml"

@@ -39,13 +39,13 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from speechpos.bench import (  # noqa: E402
+from speechpos.experiments.bench import (  # noqa: E402
     BENCH_HEADERS,
     bench_pretrain_step,
     bench_table_rows,
     matmul_ceiling,
 )
-from speechpos.plots import markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import markdown_table, write_report  # noqa: E402
 
 QUICK = {"layers": 2, "d_model": 32, "heads": 4, "ffn": 64, "seconds": 2.0, "batch": 2,
          "repeats": 2, "warmup": 1}

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import markdown_table  # noqa: E402
-from speechpos.runs import Run, made_corpus, run_all  # noqa: E402
+from speechpos.experiments.plots import markdown_table  # noqa: E402
+from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 
 VARIANTS = {
     "baseline": ("hparams/ctc.yaml as it is (characters)", []),

@@ -36,13 +36,13 @@ RECIPES = ROOT / "recipes" / "LibriSpeech"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import (  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
     example_pairs,
     markdown_table,
     plot_quality_vs_time,
     read_train_log,
 )
-from speechpos.runs import made_corpus  # noqa: E402
+from speechpos.experiments.runs import made_corpus  # noqa: E402
 
 
 def load_tool(name: str):

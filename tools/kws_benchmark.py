@@ -2,8 +2,8 @@
 
 Makes (or reuses) a Speech Commands-layout corpus (``tools/make_kws_corpus.py``), prepares the
 12-class task once, then runs every row of the table for every seed with the recipes of
-``recipes/SpeechCommands`` as subprocesses (:func:`speechpos.runs.run_all`, 1 torch thread
-each, ``--jobs`` at a time; a finished run, ``results.json`` present, is kept, so an
+``recipes/SpeechCommands`` as subprocesses (:func:`speechpos.experiments.runs.run_all`, 1 torch
+thread each, ``--jobs`` at a time; a finished run, ``results.json`` present, is kept, so an
 interrupted benchmark resumes):
 
 * scratch, PE / scratch, no PE: the Keyword Transformer trained from random weights;
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from speechpos.data.kws_corpus import make_kws_corpus
-from speechpos.data.speech_commands import prepare_speech_commands
-from speechpos.plots import markdown_table, plot_class_confusion
-from speechpos.runs import Run, run_all, seed_limits
+from speechpos.corpora.speech_commands import make_kws_corpus
+from speechpos.experiments.plots import markdown_table, plot_class_confusion
+from speechpos.experiments.runs import Run, run_all, seed_limits
+from speechpos.speech.data.speech_commands import prepare_speech_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "SpeechCommands"

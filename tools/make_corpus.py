@@ -23,9 +23,9 @@ import json
 import logging
 import sys
 
-from speechpos.data.corpus import DEV, SIZES, TEST, TRAIN, make_corpus
-from speechpos.data.text import SOURCES
-from speechpos.data.tts import ENGINES
+from speechpos.corpora.librispeech import DEV, SIZES, TEST, TRAIN, make_corpus
+from speechpos.corpora.text import SOURCES
+from speechpos.corpora.tts import ENGINES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make a keyword-spotting corpus offline in Google Speech Commands layout (v1's 30 words).
 
-See :mod:`speechpos.data.kws_corpus`. Sizes: ``tiny`` (16 speakers x 30 words, seconds; for
+See :mod:`speechpos.corpora.speech_commands`. Sizes: ``tiny`` (16 speakers x 30 words, seconds; for
 tests) and ``default`` (160 speakers x 30 words x 2 repetitions, a few minutes on 2 cores).
 A finished corpus with the same settings is not remade.
 
@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from speechpos.data.kws_corpus import SIZES, make_kws_corpus
+from speechpos.corpora.speech_commands import SIZES, make_kws_corpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from speechpos.bench import INPUTS, LEAK_VARIANTS, measure_leak  # noqa: E402
-from speechpos.plots import markdown_table, write_report  # noqa: E402
+from speechpos.experiments.bench import INPUTS, LEAK_VARIANTS, measure_leak  # noqa: E402
+from speechpos.experiments.plots import markdown_table, write_report  # noqa: E402
 
 HEADERS = [
     "encoder", "input", "context", "accuracy", "chance acc", "z", "pos. error",

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import (  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
     epoch_table,
     plot_confusion,
     plot_training_curves,

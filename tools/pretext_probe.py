@@ -39,8 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
-from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, made_corpus, run_all  # noqa: E402
+from speechpos.experiments.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.runs import (  # noqa: E402
+    ANCHORS_PRETEXT,
+    CONFORMER_BODY,
+    Run,
+    as_args,
+    made_corpus,
+    run_all,
+)
 
 # name -> (script, hparams, overrides, kind): "position" rows fine-tune with no PE and the
 # convolution off (as pretrained); "masked" rows (BEST-RQ, joint) with their learned PE and

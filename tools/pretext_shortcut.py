@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import _pyplot, _save, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import _pyplot, _save, markdown_table, write_report  # noqa: E402
 
 DISTANCES = ("1", "2", "3", ">=4")
 GAPS = (0, 1, 2, 3)
@@ -80,8 +80,8 @@ def load_run(run: Path):
 def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) -> dict:
     """Accuracy by distance to the nearest anchor, and under each gap, over ``passes`` draws
     of crops and contexts of dev-clean."""
-    from speechpos.speech.audio import min_samples_for_patch
-    from speechpos.speech.dataio import audio_dataset
+    from speechpos.speech.data.audio import min_samples_for_patch
+    from speechpos.speech.data.dataio import audio_dataset
 
     hparams, model, features, normalize = load_run(run)
     pretext = model.pretext
@@ -182,7 +182,14 @@ def plot(results: dict, path: Path) -> Path:
 def train(run: Path, epochs: int, minutes: float | None, corpus: Path, size: str, threads: int,
           model: list[str]) -> None:
     """The study's MP3 + anchors pretext into ``run`` (resumed from its checkpoints)."""
-    from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, made_corpus, run_all
+    from speechpos.experiments.runs import (
+        ANCHORS_PRETEXT,
+        CONFORMER_BODY,
+        Run,
+        as_args,
+        made_corpus,
+        run_all,
+    )
 
     prep = made_corpus(corpus, size, 1234, 2, run.parent / "prep")
     values = {**ANCHORS_PRETEXT, "dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "seed": 0,

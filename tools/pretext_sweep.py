@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import _pyplot, _save, markdown_table, read_train_log, write_report  # noqa: E402
-from speechpos.runs import Run, made_corpus, run_all  # noqa: E402
+from speechpos.experiments.plots import _pyplot, _save, markdown_table, read_train_log, write_report  # noqa: E402
+from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 
 AUDIO_PER_BATCH = 64.0  # seconds of audio per batch for crops (batch = this / crop)
 

@@ -25,7 +25,8 @@ Steps:
 3. frozen-encoder probes at the largest budget (or ``--probe-labels``): a linear CTC layer on the frozen pretrained
    encoder against the same on a frozen random one (no position signal, convolution off);
 4. the pretraining step's speed: context + a third of the targets through the encoder against
-   the same encoder unmasked, equal batch, fp32 and bf16 (:func:`speechpos.bench.bench_pretrain_step`).
+   the same encoder unmasked, equal batch, fp32 and bf16
+   (:func:`speechpos.experiments.bench.bench_pretrain_step`).
 
 5. with ``--scaling-minutes 10 90``: the ``--best`` position row and BEST-RQ pretrained for the
    longest of those times, with encoder snapshots at the others, each fine-tuned at
@@ -64,8 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
-from speechpos.runs import (  # noqa: E402
+from speechpos.experiments.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.runs import (  # noqa: E402
     ANCHORS_PRETEXT,
     CONFORMER_BODY,
     Run,
@@ -144,7 +145,7 @@ def step_speedups(out: Path, model: list[str]) -> dict:
         return json.loads(cache.read_text())
     import torch
 
-    from speechpos.bench import bench_pretrain_step
+    from speechpos.experiments.bench import bench_pretrain_step
 
     torch.set_num_threads(1)
     quick = bool(model)

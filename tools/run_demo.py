@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.plots import example_pairs, last_valid, markdown_table  # noqa: E402
-from speechpos.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402
+from speechpos.experiments.plots import example_pairs, last_valid, markdown_table  # noqa: E402
+from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = p.parse_args(argv)
 
-    from speechpos.data.corpus import make_corpus
+    from speechpos.corpora.librispeech import make_corpus
 
     out = (ROOT / args.out).resolve()
     corpus = (ROOT / args.corpus).resolve()

@@ -28,7 +28,7 @@ from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 from speechpos.inference import RunError, SpeechModel  # noqa: E402
 from speechpos.recipes import user_errors  # noqa: E402
 from speechpos.speech.ctc import greedy_decode  # noqa: E402
-from speechpos.speech.dataio import audio_dataset  # noqa: E402
+from speechpos.speech.data.dataio import audio_dataset  # noqa: E402
 from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, lm_sentences  # noqa: E402
 
 

@@ -44,7 +44,6 @@ from speechpos.recipes import (
     train_loader_options,
     user_errors,
 )
-from speechpos.speech.audio import min_samples_for_patch
 from speechpos.speech.ctc import (
     CharTokenizer,
     CTCAlignmentError,
@@ -54,7 +53,8 @@ from speechpos.speech.ctc import (
     greedy_decode,
     make_beam_searcher,
 )
-from speechpos.speech.dataio import audio_dataset
+from speechpos.speech.data.audio import min_samples_for_patch
+from speechpos.speech.data.dataio import audio_dataset
 from speechpos.speech.encoder import set_convolution_mode
 from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, check_overlap, lm_sentences
 from speechpos.speech.model import load_encoder_state

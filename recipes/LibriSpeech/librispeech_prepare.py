@@ -4,9 +4,9 @@
 ``*.trans.txt``) and writes ``<save_folder>/<split>.csv`` with the columns
 ``ID, duration, wav, spk_id, wrd``; it skips work already done, fails with a
 ``DataPreparationError`` naming the offending file, and can write Libri-light-style low-label
-subsets (``train-10min.csv``, ``train-1h.csv``, ``train-10h.csv``). The implementation lives in
-:mod:`speechpos.data.librispeech`; this file keeps the recipe layout of SpeechBrain, where each
-``train.py`` does ``from librispeech_prepare import prepare_librispeech``.
+subsets (``train-10min.csv``, ``train-1h.csv``, ``train-10h.csv``). The implementation lives
+in :mod:`speechpos.speech.data.librispeech`; this file keeps the recipe layout of SpeechBrain,
+where each ``train.py`` does ``from librispeech_prepare import prepare_librispeech``.
 
 Command line::
 
@@ -23,7 +23,7 @@ Example
 import argparse
 import logging
 
-from speechpos.data.librispeech import (
+from speechpos.speech.data.librispeech import (
     LOW_LABEL_BUDGETS,
     DataPreparationError,
     prepare_librispeech,

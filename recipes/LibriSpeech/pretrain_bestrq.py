@@ -31,8 +31,8 @@ from speechpos.recipes import (
     train_loader_options,
     user_errors,
 )
-from speechpos.speech.audio import min_samples_for_patch
-from speechpos.speech.dataio import audio_dataset
+from speechpos.speech.data.audio import min_samples_for_patch
+from speechpos.speech.data.dataio import audio_dataset
 from speechpos.speech.pretraining import PretrainingBrain
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import speechbrain as sb
 import torch
 
 from speechpos.recipes import die, prepare_keyword_data, start_experiment, user_errors
-from speechpos.speech.keyword_data import keyword_datasets
+from speechpos.speech.data.keyword_data import keyword_datasets
 from speechpos.vision.schedule import attach_scheduler
 
 VALID_SEED = 0

@@ -5,7 +5,8 @@
 ``<save_folder>/{train,valid,test}.csv`` (``ID, duration, wav, start, stop, spk_id, word,
 label``) and ``labels.txt``, for the 12-class task (10 words + silence + unknown) or one class
 per word (``--task all``). It skips work already done and fails with a ``SpeechCommandsError``
-naming the offending file. The implementation lives in :mod:`speechpos.data.speech_commands`.
+naming the offending file. The implementation lives in
+:mod:`speechpos.speech.data.speech_commands`.
 
 Command line::
 
@@ -15,8 +16,12 @@ Command line::
 import argparse
 import logging
 
-from speechpos.data.speech_commands import TASKS, SpeechCommandsError, prepare_speech_commands
 from speechpos.recipes import die
+from speechpos.speech.data.speech_commands import (
+    TASKS,
+    SpeechCommandsError,
+    prepare_speech_commands,
+)
 
 __all__ = ["SpeechCommandsError", "prepare_speech_commands"]
 

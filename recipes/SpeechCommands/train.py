@@ -30,7 +30,7 @@ import speechbrain as sb
 
 from speechpos.position.checkpoint import load_encoder_state
 from speechpos.recipes import ConfigError, die, prepare_keyword_data, start_experiment, user_errors
-from speechpos.speech.keyword_data import keyword_datasets
+from speechpos.speech.data.keyword_data import keyword_datasets
 from speechpos.vision.schedule import attach_scheduler
 
 

@@ -34,7 +34,7 @@ import torch
 from torchaudio.models.decoder import ctc_decoder
 
 from speechpos.speech.ctc import BLANK
-from speechpos.speech.dataio import load_manifest
+from speechpos.speech.data.dataio import load_manifest
 from speechpos.speech.lm import (
     UNK,
     WORD_BOUNDARY,

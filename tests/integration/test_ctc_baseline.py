@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from speechpos.plots import read_train_log
+from speechpos.experiments.plots import read_train_log
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "LibriSpeech"

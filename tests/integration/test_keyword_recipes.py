@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from speechpos.cli import main as cli_main
-from speechpos.keyword import KeywordSpotter
+from speechpos.inference.keyword import KeywordSpotter
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "SpeechCommands"

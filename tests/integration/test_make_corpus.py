@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from speechpos.data.corpus import SPLITS, make_corpus, plan_corpus
+from speechpos.corpora.librispeech import SPLITS, make_corpus, plan_corpus
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_corpus.py"
 SEED = 1234  # the seed of the tiny_librispeech fixture

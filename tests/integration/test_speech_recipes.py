@@ -281,7 +281,7 @@ def test_inference_keeps_the_errors_for_bad_files(speech_model, tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from speechpos.speech.audio import AudioError, read_audio_checked
+    from speechpos.speech.data.audio import AudioError, read_audio_checked
 
     corrupt = tmp_path / "corrupt.flac"
     corrupt.write_bytes(b"fLaC" + b"\x00" * 100)
@@ -333,7 +333,7 @@ def test_cli_transcribes_a_folder_of_mixed_rates_and_refuses_a_corrupt_file(
         np.load(out), speech_model.extract_features(files["stereo44k"], layer=1).numpy(), atol=1e-5
     )
 
-    from speechpos.speech.audio import AudioError, read_audio_checked
+    from speechpos.speech.data.audio import AudioError, read_audio_checked
 
     corrupt = tmp_path / "corrupt.flac"
     corrupt.write_bytes(b"fLaC" + b"\x00" * 100)

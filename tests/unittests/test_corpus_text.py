@@ -2,7 +2,7 @@
 
 import pytest
 
-from speechpos.data.corpus import (
+from speechpos.corpora.librispeech import (
     SPLITS,
     assign_documents,
     join_sentences,
@@ -10,8 +10,8 @@ from speechpos.data.corpus import (
     plan_split,
     resolve_size,
 )
-from speechpos.data.text import Document, Sentence, has_abbreviation, normalise_sentence
-from speechpos.data.tts import ENGINES, Voice, sox_effects
+from speechpos.corpora.text import Document, Sentence, has_abbreviation, normalise_sentence
+from speechpos.corpora.tts import ENGINES, Voice, sox_effects
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechpos.data import librispeech
-from speechpos.data.librispeech import (
+from speechpos.speech.data import librispeech
+from speechpos.speech.data.librispeech import (
     CSV_HEADER,
     DataPreparationError,
     Row,
@@ -227,7 +227,7 @@ def test_low_label_subsets_drawn_by_speaker():
 def test_low_label_csvs_and_small_corpus_warning(tiny_librispeech, tmp_path, caplog):
     train = read_csv(prepare_train(tiny_librispeech, tmp_path)["train-clean-100"])
     total = sum(r.duration for r in train)
-    with caplog.at_level(logging.WARNING, logger="speechpos.data.librispeech"):
+    with caplog.at_level(logging.WARNING, logger="speechpos.speech.data.librispeech"):
         csvs = prepare_train(tiny_librispeech, tmp_path, low_label={"15s": 15.0, "big": 1e5},
                              low_label_seed=7)
     small, big = read_csv(csvs["train-15s"]), read_csv(csvs["train-big"])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechpos.bench import bench_pretrain_step, blind_position_error, measure_leak
-from speechpos.plots import normalize_rows, parse_log_line, read_train_log, series
+from speechpos.experiments.bench import bench_pretrain_step, blind_position_error, measure_leak
+from speechpos.experiments.plots import normalize_rows, parse_log_line, read_train_log, series
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 

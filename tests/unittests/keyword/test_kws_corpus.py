@@ -4,7 +4,7 @@ import hashlib
 
 import soundfile as sf
 
-from speechpos.data.kws_corpus import (
+from speechpos.corpora.speech_commands import (
     SIZES,
     WORDS_V1,
     expected_clips,

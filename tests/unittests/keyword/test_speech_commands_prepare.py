@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechpos.data.kws_corpus import CORE_WORDS, which_set
-from speechpos.data.speech_commands import (
+from speechpos.corpora.speech_commands import CORE_WORDS, which_set
+from speechpos.recipes import user_errors
+from speechpos.speech.data.keyword_data import read_clip
+from speechpos.speech.data.speech_commands import (
     SILENCE,
     UNKNOWN,
     SpeechCommandsError,
     prepare_speech_commands,
 )
-from speechpos.recipes import user_errors
-from speechpos.speech.keyword_data import read_clip
 
 
 def rows(path):

@@ -11,7 +11,6 @@ from speechpos.speech import (
     load_encoder_state,
     set_convolution_mode,
 )
-from speechpos.speech.audio import AudioError, read_audio_checked, read_audio_converted
 from speechpos.speech.ctc import (
     CharTokenizer,
     TranscriptError,
@@ -19,6 +18,7 @@ from speechpos.speech.ctc import (
     greedy_decode,
     make_beam_searcher,
 )
+from speechpos.speech.data.audio import AudioError, read_audio_checked, read_audio_converted
 
 SMALL = dict(num_layers=2, d_model=32, nhead=4, d_ffn=64, dropout=0.0, kernel_size=7)
 

@@ -16,7 +16,7 @@ Tasks:
 
 Each split's CSV has the columns ``ID, duration, wav, start, stop, spk_id, word, label``
 (``start``/``stop`` in samples: a silence clip is a 1-s window of a noise file). Clips shorter
-than 1 s are zero-padded to 1 s when read (:mod:`speechpos.speech.keyword_data`).
+than 1 s are zero-padded to 1 s when read (:mod:`speechpos.speech.data.keyword_data`).
 
 Example
 -------
@@ -31,19 +31,24 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import soundfile as sf
 
-from speechpos.data.kws_corpus import CORE_WORDS, NOISE_FOLDER, TESTING_LIST, VALIDATION_LIST
-from speechpos.data.kws_corpus import speaker_of as speaker_of
-from speechpos.data.librispeech import DataPreparationError
+from speechpos.speech.data.librispeech import DataPreparationError
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+# The dataset's layout, which the offline corpus maker (speechpos.corpora.speech_commands)
+# writes too.
+CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+NOISE_FOLDER = "_background_noise_"
+VALIDATION_LIST = "validation_list.txt"
+TESTING_LIST = "testing_list.txt"
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
 TASKS = ("12", "all")
@@ -51,6 +56,15 @@ SPLITS = ("train", "valid", "test")
 OPTS_FILE = "speech_commands_prepare.json"
 # Where in each background-noise file a split's silence clips are cut (fractions of its length).
 NOISE_REGIONS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
+
+
+def speaker_of(path: str) -> str:
+    """The speaker id of a clip: its file name before ``_nohash_``.
+
+    >>> speaker_of("yes/0a7c2a8d_nohash_0.wav")
+    '0a7c2a8d'
+    """
+    return re.sub(r"_nohash_.*$", "", Path(path).name)
 
 
 class SpeechCommandsError(DataPreparationError):

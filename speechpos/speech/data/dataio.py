@@ -1,6 +1,6 @@
 """SpeechBrain datasets over the LibriSpeech CSV manifests (``ID, duration, wav, spk_id, wrd``).
 
-The audio item checks every file as it is read (see :mod:`speechpos.speech.audio`); an
+The audio item checks every file as it is read (see :mod:`speechpos.speech.data.audio`); an
 optional random crop gives fixed-length training segments.
 
 Example
@@ -23,7 +23,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechpos.speech.audio import read_audio_checked
+from speechpos.speech.data.audio import read_audio_checked
 
 
 def load_manifest(csv_path: str, data_root: str | None = None) -> DynamicItemDataset:

@@ -25,7 +25,7 @@ corpus still gets its ``train-10h.csv``).
 Example
 -------
 >>> import tempfile
->>> from speechpos.data.librispeech import prepare_librispeech, DataPreparationError
+>>> from speechpos.speech.data.librispeech import prepare_librispeech, DataPreparationError
 >>> with tempfile.TemporaryDirectory() as empty:
 ...     try:
 ...         prepare_librispeech(empty, f"{empty}/prep", tr_splits=["train-clean-100"])

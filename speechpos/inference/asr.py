@@ -6,7 +6,7 @@ and tokenizer) or of ``pretrain.py`` (hyperparams.yaml and encoder.ckpt; feature
 Audio files may have any sample rate and channel count libsndfile reads (FLAC, WAV, OGG,
 MP3, ...): they are downmixed to mono and resampled to the run's ``sample_rate`` (16 kHz),
 and each converted file is logged at INFO level
-(:func:`speechpos.speech.audio.read_audio_converted`). The training recipes, by contrast,
+(:func:`speechpos.speech.data.audio.read_audio_converted`). The training recipes, by contrast,
 refuse a manifest file of the wrong rate.
 
 Example (with a trained run)::
@@ -27,8 +27,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechpos.speech.audio import min_samples_for_patch, read_audio_converted
 from speechpos.speech.ctc import CharTokenizer, SentencePieceTokenizer, greedy_decode
+from speechpos.speech.data.audio import min_samples_for_patch, read_audio_converted
 from speechpos.speech.model import load_encoder_state
 
 
@@ -80,7 +80,7 @@ class SpeechModel:
         """Mono waveform of one file at the model's sample rate (downmixed and resampled if
         needed), checked to be at least one patch long after resampling.
 
-        Raises :class:`~speechpos.speech.audio.AudioError` for a missing, undecodable or
+        Raises :class:`~speechpos.speech.data.audio.AudioError` for a missing, undecodable or
         too-short file."""
         return read_audio_converted(str(path), self.sample_rate, self.min_samples)
 

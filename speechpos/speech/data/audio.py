@@ -17,7 +17,7 @@ Example
 >>> read_audio_checked(path, sample_rate=16000)
 Traceback (most recent call last):
 ...
-speechpos.speech.audio.AudioError: ...a.flac: sample rate is 8000 Hz, expected 16000 Hz
+speechpos.speech.data.audio.AudioError: ...a.flac: sample rate is 8000 Hz, expected 16000 Hz
 >>> read_audio_converted(path, sample_rate=16000).shape   # 1 s at 8 kHz -> 1 s at 16 kHz
 torch.Size([16000])
 """
@@ -91,7 +91,7 @@ def read_audio_converted(path: str, sample_rate: int = 16000, min_samples: int =
     >>> read_audio_converted(path, min_samples=32000)
     Traceback (most recent call last):
     ...
-    speechpos.speech.audio.AudioError: ...stereo44k.wav: 16000 samples (1.000 s) is shorter than one
+    speechpos.speech.data.audio.AudioError: ...stereo44k.wav: 16000 samples (1.000 s) is shorter than one
     patch (32000 samples)
     """
     data, rate = _decode(path)

@@ -12,7 +12,7 @@ reads, so the recipes run unchanged on this corpus and on the real dataset)::
     <out>/kws_corpus.json                     the settings; a finished corpus is not remade
 
 Every speaker is one text-to-speech voice setting (engine + voice + pitch + speaking rate,
-:class:`speechpos.data.tts.Voice`) with its own 8-hex-digit id, so the hash split keeps every
+:class:`speechpos.corpora.tts.Voice`) with its own 8-hex-digit id, so the hash split keeps every
 voice setting of the test list out of training. Repetition ``n`` of a word is the same voice
 slightly faster or slower. Words sit near the middle of the 1-s clip (as in the real set, cut
 around the loudest second), with a random jitter of up to 0.1 s, over faint noise.
@@ -32,7 +32,6 @@ import json
 import logging
 import multiprocessing
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -42,13 +41,19 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechpos.data.tts import VOICES, Voice, available_engines, synthesize
+from speechpos.corpora.tts import VOICES, Voice, available_engines, synthesize
+from speechpos.speech.data.speech_commands import (
+    CORE_WORDS,
+    NOISE_FOLDER,
+    TESTING_LIST,
+    VALIDATION_LIST,
+    speaker_of,
+)
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE
-CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 OTHER_WORDS_V1 = (
     "bed bird cat dog eight five four happy house marvin nine one seven sheila six three tree "
     "two wow zero".split()
@@ -56,18 +61,10 @@ OTHER_WORDS_V1 = (
 WORDS_V1 = tuple(sorted(CORE_WORDS + tuple(OTHER_WORDS_V1)))
 WORDS_V2_EXTRA = ("backward", "follow", "forward", "learn", "visual")
 WORDS_V2 = tuple(sorted(WORDS_V1 + WORDS_V2_EXTRA))
-NOISE_FOLDER = "_background_noise_"
-VALIDATION_LIST = "validation_list.txt"
-TESTING_LIST = "testing_list.txt"
 MANIFEST = "kws_corpus.json"
 # Speech Commands' split rule (its README and TensorFlow's input_data.which_set).
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
 JITTER = SAMPLE_RATE // 10
-
-
-def speaker_of(path: str) -> str:
-    """The speaker id of a clip: its file name before ``_nohash_``."""
-    return re.sub(r"_nohash_.*$", "", Path(path).name)
 
 
 def which_set(path: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
@@ -241,7 +238,8 @@ def write_noise_files(out: Path, size: KwsSize, seed: int, speakers: list[Speake
     for name, wav in noises.items():
         sf.write(folder / f"{name}.wav", 0.5 * wav, SAMPLE_RATE, subtype="PCM_16")
     (folder / "README.md").write_text(
-        "Synthetic background noise (speechpos.data.kws_corpus): coloured noise, hum, babble.\n"
+        "Synthetic background noise (speechpos.corpora.speech_commands): coloured noise, hum, "
+        "babble.\n"
     )
 
 

@@ -3,8 +3,8 @@
 :func:`read_clip` reads the ``start:stop`` samples of a manifest row and zero-pads a clip
 shorter than ``clip_samples`` (longer ones are cut); :func:`keyword_datasets` builds
 SpeechBrain ``DynamicItemDataset`` objects (``sig``, ``label_encoded``) from the CSVs that
-:func:`speechpos.data.speech_commands.prepare_speech_commands` writes, with the class order of
-its ``labels.txt``.
+:func:`speechpos.speech.data.speech_commands.prepare_speech_commands` writes, with the class
+order of its ``labels.txt``.
 
 Example
 -------
@@ -25,7 +25,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from speechpos.speech.audio import AudioError
+from speechpos.speech.data.audio import AudioError
 
 CLIP_SAMPLES = 16000
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "LibriSpeech"
 # The CTC baseline's conformer body as the pretraining study and the demo pretrain and fine-tune
 # it (``--frontend`` is a fine-tuning key only).
 CONFORMER_BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
@@ -126,8 +126,8 @@ def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:
 def made_corpus(corpus: Path, size: str, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
     """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes) and write its
     CSV manifests into ``prep`` (both skipped when done); returns ``prep``."""
-    from speechpos.data.corpus import make_corpus
-    from speechpos.data.librispeech import prepare_librispeech
+    from speechpos.corpora.librispeech import make_corpus
+    from speechpos.speech.data.librispeech import prepare_librispeech
 
     make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
     prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],

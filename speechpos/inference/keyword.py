@@ -3,12 +3,12 @@
 A *run* is the output folder of ``recipes/SpeechCommands/train.py`` (``hyperparams.yaml``,
 ``labels.txt`` and ``save/`` with the checkpoint of the best validation accuracy). Audio of
 any sample rate and channel count is downmixed to mono and resampled to 16 kHz
-(:func:`speechpos.speech.audio.read_audio_converted`); a clip shorter than 1 s is zero-padded,
-a longer one is cut to its loudest second (:func:`loudest_window`).
+(:func:`speechpos.speech.data.audio.read_audio_converted`); a clip shorter than 1 s is
+zero-padded, a longer one is cut to its loudest second (:func:`loudest_window`).
 
 Example (with a trained run)::
 
-    from speechpos.keyword import KeywordSpotter
+    from speechpos.inference import KeywordSpotter
     spotter = KeywordSpotter.from_run("results/SpeechCommands/kwt/1986")
     spotter.classify_file("yes_44k_stereo.wav")        # [('yes', 0.93), ('_unknown_', 0.03), ...]
 
@@ -23,9 +23,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechpos.inference import RunError
-from speechpos.speech.audio import read_audio_converted
-from speechpos.speech.keyword_data import fix_length
+from speechpos.inference.asr import RunError
+from speechpos.speech.data.audio import read_audio_converted
+from speechpos.speech.data.keyword_data import fix_length
 
 
 def loudest_window(wav: torch.Tensor, size: int, hop: int = 1600) -> torch.Tensor:

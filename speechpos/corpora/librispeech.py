@@ -12,10 +12,10 @@ Splits keep LibriSpeech's names: ``train-clean-100``, ``dev-clean``, ``test-clea
 
 How the corpus is drawn (all from ``seed``, so the same seed gives the same corpus):
 
-* documents (Bible books, WordNet gloss groups; see :mod:`speechpos.data.text`) are shuffled
+* documents (Bible books, WordNet gloss groups; see :mod:`speechpos.corpora.text`) are shuffled
   and dealt to the splits, held-out splits first, each split taking whole documents until it
   has enough text: a document, hence a sentence, belongs to one split only;
-* every split has its own speakers (:class:`speechpos.data.tts.Voice`: engine + voice + pitch +
+* every split has its own speakers (:class:`speechpos.corpora.tts.Voice`: engine + voice + pitch +
   speed + level); engines are mixed (espeak-ng, flite, festival) and an espeak-ng accent+variant
   is used by one speaker of the whole corpus only. flite and festival have few voices (4 and 2),
   so those voices recur across splits with different pitch/speed settings;
@@ -49,8 +49,8 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from speechpos.data.text import SOURCES, Document, Sentence, load_documents
-from speechpos.data.tts import (
+from speechpos.corpora.text import SOURCES, Document, Sentence, load_documents
+from speechpos.corpora.tts import (
     ENGINES,
     ESPEAK_ACCENTS,
     ESPEAK_VARIANTS,
@@ -171,7 +171,7 @@ def assign_documents(
     Documents are shuffled per source and interleaved (so every split mixes sources); each split
     takes at least two documents where it can.
 
-    >>> from speechpos.data.text import Document, Sentence
+    >>> from speechpos.corpora.text import Document, Sentence
     >>> docs = [Document(f"d{i}", "x", [Sentence("a b c", "A B C")] * 10) for i in range(6)]
     >>> got = assign_documents(docs, {"train": 50, "test": 20}, seed=0)
     >>> [len(got[s]) for s in ("train", "test")]

@@ -1,1 +1,0 @@
-"""Speech data: offline LibriSpeech-layout corpus (text, text-to-speech, corpus maker)."""
