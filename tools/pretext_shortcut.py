@@ -182,6 +182,7 @@ def plot(results: dict, path: Path) -> Path:
 def train(run: Path, epochs: int, minutes: float | None, corpus: Path, size: str, threads: int,
           model: list[str]) -> None:
     """The study's MP3 + anchors pretext into ``run`` (resumed from its checkpoints)."""
+    run, corpus = run.resolve(), corpus.resolve()  # the recipe runs from its own folder
     from speechpos.experiments.runs import (
         ANCHORS_PRETEXT,
         CONFORMER_BODY,

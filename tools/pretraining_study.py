@@ -398,7 +398,8 @@ def main(argv=None) -> int:
 
     scaling = []
     for name in scaled:
-        for minutes in sorted(args.scaling_minutes):
+        main_rows = args.scaling_labels in args.labels and name in args.pretrainers
+        for minutes in sorted({*args.scaling_minutes, *([args.pretrain_minutes] if main_rows else [])}):
             row = (f"{name}, zero-init PE" if minutes == args.pretrain_minutes
                    else f"{name}, zero-init PE, {minutes:g} min pretraining")
             w = [r["test_clean_wer"] for r in rows if r["name"] == row and r["labels"] == args.scaling_labels]
