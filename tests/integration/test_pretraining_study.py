@@ -57,6 +57,21 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
     assert {r["seed"] for r in report["rows"]} == {0} and len(report["rows"]) == len(rows)
     assert "--limit 10s=0 --limit 30s=0" in report["setup"]
 
+    # Scaling rows: the best position row and BEST-RQ also pretrained for 0.1 min (the 0.05-min
+    # runs above are kept and join the curve), fine-tuned at 30 s, the gain tabled and plotted.
+    scaled = study(tiny_librispeech, out, docs, "--labels", "30s", "--no-probe", "--scaling-minutes", "0.1",
+                   "--scaling-labels", "30s")
+    assert scaled.returncode == 0, scaled.stdout[-3000:] + scaled.stderr[-3000:]
+    assert scaled.stdout.count("started") == 4, scaled.stdout[-3000:]  # 2 pretrainings + 2 fine-tunings
+    report = json.loads((docs / "pretraining_study.json").read_text())
+    assert [(r["pretrainer"], r["minutes"]) for r in report["scaling"]] == [
+        ("MP3 + anchors", 0.05), ("MP3 + anchors", 0.1), ("BEST-RQ", 0.05), ("BEST-RQ", 0.1)]
+    assert 0.1 <= report["pretraining"]["BEST-RQ @ 0.1 min"]["pretrain_minutes"] < 0.15
+    for r in report["scaling"]:
+        assert r["relative_gain_pct"] == round(100 * (r["scratch_wer"] - r["test_clean_wer"]) / r["scratch_wer"], 1)
+    assert (docs / "pretraining_scaling.png").stat().st_size > 10_000
+    assert "### Scaling: gain over scratch" in (docs / "pretraining_study.md").read_text()
+
 
 def test_study_rejects_a_limit_on_a_budget_it_does_not_run(tmp_path):
     proc = subprocess.run(
@@ -65,28 +80,3 @@ def test_study_rejects_a_limit_on_a_budget_it_does_not_run(tmp_path):
     assert proc.returncode == 2
     assert "--limit wants NAME=SEEDS with NAME one of ['10s', '30s'], got '10h=0'" in proc.stderr
 
-
-def test_study_scaling_rows_pretrain_longer_and_plot_the_gain(tiny_librispeech, tmp_path):
-    """--scaling-minutes: the best position row and BEST-RQ also pretrained for another time,
-    fine-tuned at the scaling budget, the gain over scratch tabled and plotted."""
-    out, docs = tmp_path / "study", tmp_path / "docs"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
-         "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech), "--no-probe",
-         "--pretrainers", "MP3 + anchors, min gap 2", "BEST-RQ", "--best", "MP3 + anchors, min gap 2",
-         "--labels", "30s", "--scaling-minutes", "0.1", "--scaling-labels", "30s"],
-        capture_output=True, text=True, env=env, timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((docs / "pretraining_study.json").read_text())
-    scaling = report["scaling"]
-    # The main rows (0.05 min) join the longer pretrainings (0.1 min) on the scaling curve.
-    assert [(r["pretrainer"], r["minutes"]) for r in scaling] == [
-        ("MP3 + anchors, min gap 2", 0.05), ("MP3 + anchors, min gap 2", 0.1), ("BEST-RQ", 0.05), ("BEST-RQ", 0.1)]
-    longer = report["pretraining"]["BEST-RQ @ 0.1 min"]
-    assert 0.1 <= longer["pretrain_minutes"] < 0.15
-    for r in scaling:
-        assert r["relative_gain_pct"] == round(100 * (r["scratch_wer"] - r["test_clean_wer"]) / r["scratch_wer"], 1)
-    assert (docs / "pretraining_scaling.png").stat().st_size > 10_000
-    assert "### Scaling: gain over scratch" in (docs / "pretraining_study.md").read_text()
