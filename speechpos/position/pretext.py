@@ -29,8 +29,8 @@ Example
 (True, 40, [40, 20])
 
 The random draws of a step (context, anchors, tokens scored) are a :class:`PretextPlan`, which
-a modality can read before it embeds its tokens, e.g. to give context and target patches
-different augmentations (:class:`~speechpos.speech.views.PatchViews`):
+can be drawn before the tokens are embedded and read by whoever needs them (the shortcut
+diagnosis, ``tools/pretext_shortcut.py``, measures each target's distance to its anchors):
 
 >>> gapped = PositionPretext(enc, PositionHead(32, 50), ContextSampler(0.25), min_gap=1, coarse=4)
 >>> plan = gapped.plan(torch.tensor([40, 20]), 40)
