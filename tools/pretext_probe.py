@@ -41,36 +41,34 @@ if str(ROOT) not in sys.path:
 
 from speechpos.experiments.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
 from speechpos.experiments.runs import (  # noqa: E402
-    ANCHORS_PRETEXT,
     CONFORMER_BODY,
+    MASKED,
+    PRETRAIN_COMMON,
+    PRETRAINERS,
     Run,
     as_args,
     made_corpus,
     run_all,
 )
 
-# name -> (script, hparams, overrides, kind): "position" rows fine-tune with no PE and the
-# convolution off (as pretrained); "masked" rows (BEST-RQ, joint) with their learned PE and
-# the convolution on.
+# Row -> the pretrainer it screens (speechpos.experiments.runs.PRETRAINERS; None: no
+# pretraining). Masked rows (BEST-RQ, joint) are probed with their learned PE and the convolution
+# on, position rows with no position signal and the convolution off, as each was pretrained.
 ROWS = {
-    "MP3 + anchors": ("pretrain.py", "hparams/pp_conformer.yaml", ANCHORS_PRETEXT, "position"),
-    "min gap 2": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "min_gap": 2}, "position"),
-    "views": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "views": True}, "position"),
-    "coarse 4": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "coarse": 4}, "position"),
-    "views + min gap 2": ("pretrain.py", "hparams/pp_conformer.yaml",
-                          {**ANCHORS_PRETEXT, "views": True, "min_gap": 2}, "position"),
-    "BEST-RQ": ("pretrain_bestrq.py", "hparams/bestrq.yaml", {"conv_mode": "on"},
-                "masked"),
-    "joint λ=0.05": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.05}, "masked"),
-    "joint λ=0.3": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.3}, "masked"),
-    "joint λ=1": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 1.0}, "masked"),
-    "random": (None, None, {}, "position"),
+    "MP3 + anchors": "MP3 + anchors",
+    "min gap 2": "MP3 + anchors, min gap 2",
+    "views": "MP3 + anchors, views",
+    "coarse 4": "MP3 + anchors, coarse 4",
+    "views + min gap 2": "MP3 + anchors, views, min gap 2",
+    "BEST-RQ": "BEST-RQ",
+    "joint λ=0.05": "joint λ=0.05",
+    "joint λ=0.3": "joint λ=0.3",
+    "joint λ=1": "joint λ=1",
+    "random": None,
 }
 # Most informative first: the runs start in this order, two at a time.
 DEFAULT_ROWS = ["random", "MP3 + anchors", "BEST-RQ", "min gap 2", "views", "joint λ=0.3", "coarse 4",
                 "joint λ=1", "views + min gap 2", "joint λ=0.05"]
-PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_epochs": 100000,
-                   "ckpt_interval_minutes": 0, "seed": 0}
 PRESETS = {
     "cpu": dict(size="bench", corpus="LibriSpeech-bench", labels="1h", seconds=3600.0, minutes=12.0,
                 ctc_steps=1000, every=1000, model=[]),
@@ -151,9 +149,11 @@ def main(argv=None) -> int:
 
     pretrains, probes = {}, []
     for name in args.rows:
-        script, hparams, extra, kind = ROWS[name]
+        pretrainer = ROWS[name]
+        kind = "masked" if pretrainer in MASKED else "position"
         pre = None
-        if script is not None:
+        if pretrainer is not None:
+            script, hparams, extra = PRETRAINERS[pretrainer]
             values = {**PRETRAIN_COMMON, **extra, "max_train_seconds": minutes * 60}
             pre = Run(f"pretrain_{slug(name)}", script, hparams,
                       data + CONFORMER_BODY[:3] + as_args(values) + preset["model"],
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
         row = {"row": name, "kind": run.info["kind"],
                "test_clean_cer": res["test-clean"]["CER"], "test_clean_wer": res["test-clean"]["WER"],
                "dev_clean_cer": res["dev-clean"]["CER"], "dev_clean_wer": res["dev-clean"]["WER"],
-               "overrides": ROWS[name][2]}
+               "overrides": PRETRAINERS[ROWS[name]][2] if ROWS[name] else {}}
         if name in pretrains:
             row.update(pretext_score(pretrains[name].out))
         rows.append(row)

@@ -67,8 +67,10 @@ if str(ROOT) not in sys.path:
 
 from speechpos.experiments.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
 from speechpos.experiments.runs import (  # noqa: E402
-    ANCHORS_PRETEXT,
     CONFORMER_BODY,
+    MASKED,
+    PRETRAIN_COMMON,
+    PRETRAINERS,
     Run,
     as_args,
     made_corpus,
@@ -78,28 +80,7 @@ from speechpos.experiments.runs import (  # noqa: E402
 
 LOW_LABEL_SECONDS = {"10s": 10.0, "30s": 30.0, "10min": 600.0, "1h": 3600.0, "10h": 36000.0}
 
-# Pretrainers: name -> (script, hparams, overrides). The MP3 variants are the pretext sweep's.
-PRETRAINERS = {
-    "MP3 (as built)": ("pretrain.py", "hparams/pp_conformer.yaml",
-                       {"crop_seconds": None, "batch_size": 8}),
-    "MP3 + anchors": ("pretrain.py", "hparams/pp_conformer.yaml", ANCHORS_PRETEXT),
-    "MP3 + anchors, fast step": ("pretrain.py", "hparams/pp_conformer.yaml",
-                                 {**ANCHORS_PRETEXT, "target_ratio": 0.33}),
-    "MP3 relative": ("pretrain.py", "hparams/pp_conformer.yaml",
-                     {"crop_seconds": 2.0, "batch_size": 32, "position_target": "relative",
-                      "max_offset": 8}),
-    "MP3 + anchors, min gap 2": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "min_gap": 2}),
-    "MP3 + anchors, views": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "views": True}),
-    "MP3 + anchors, coarse 4": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "coarse": 4}),
-    "BEST-RQ": ("pretrain_bestrq.py", "hparams/bestrq.yaml", {"conv_mode": "on"}),
-    "joint λ=0.3": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.3}),
-    "joint λ=1": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 1.0}),
-}
-# Pretrained with their position embedding and the convolution on: fine-tuned as such.
-MASKED = ("BEST-RQ", "joint λ=0.3", "joint λ=1")
 DEFAULT_PRETRAINERS = ["MP3 (as built)", "MP3 + anchors", "BEST-RQ"]
-PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_epochs": 100000,
-                   "ckpt_interval_minutes": 0}
 
 PRESETS = {
     # ctc.yaml's own recipe: 40-s duration batches, warm-up and decay; ctc_steps at 10 h of labels,
@@ -251,7 +232,7 @@ def main(argv=None) -> int:
 
     def pretraining(name, minutes):
         script, hparams, extra = PRETRAINERS[name]
-        values = {**PRETRAIN_COMMON, **extra, "max_train_seconds": minutes * 60, "seed": 0}
+        values = {**PRETRAIN_COMMON, **extra, "max_train_seconds": minutes * 60}
         folder = f"pretrain_{slug(name)}" + ("" if minutes == args.pretrain_minutes else f"_{minutes:g}min")
         return Run(folder, script, hparams, data + CONFORMER_BODY[:3] + as_args(values) + preset["model"],
                    out / folder, "pretrain_done.json")

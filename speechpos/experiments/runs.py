@@ -28,6 +28,31 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "LibriSpeech"
 CONFORMER_BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
 # The speech pretext that learns (tools/pretext_sweep.py): 2-s crops, every context token an anchor.
 ANCHORS_PRETEXT = {"crop_seconds": 2.0, "batch_size": 32, "anchor_ratio": 1.0}
+# Pretrainers of the study and the probe screen: name -> (script, hparams, overrides), all on
+# the conformer body, plus the settings every pretraining shares.
+PRETRAINERS = {
+    "MP3 (as built)": ("pretrain.py", "hparams/pp_conformer.yaml",
+                       {"crop_seconds": None, "batch_size": 8}),
+    "MP3 + anchors": ("pretrain.py", "hparams/pp_conformer.yaml", ANCHORS_PRETEXT),
+    "MP3 + anchors, fast step": ("pretrain.py", "hparams/pp_conformer.yaml",
+                                 {**ANCHORS_PRETEXT, "target_ratio": 0.33}),
+    "MP3 relative": ("pretrain.py", "hparams/pp_conformer.yaml",
+                     {"crop_seconds": 2.0, "batch_size": 32, "position_target": "relative",
+                      "max_offset": 8}),
+    "MP3 + anchors, min gap 2": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "min_gap": 2}),
+    "MP3 + anchors, views": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "views": True}),
+    "MP3 + anchors, coarse 4": ("pretrain.py", "hparams/pp_conformer.yaml", {**ANCHORS_PRETEXT, "coarse": 4}),
+    "MP3 + anchors, views, min gap 2": ("pretrain.py", "hparams/pp_conformer.yaml",
+                                        {**ANCHORS_PRETEXT, "views": True, "min_gap": 2}),
+    "BEST-RQ": ("pretrain_bestrq.py", "hparams/bestrq.yaml", {"conv_mode": "on"}),
+    "joint λ=0.05": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.05}),
+    "joint λ=0.3": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.3}),
+    "joint λ=1": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 1.0}),
+}
+# Pretrained with their position embedding and the convolution on: fine-tuned (or probed) as such.
+MASKED = ("BEST-RQ", "joint λ=0.05", "joint λ=0.3", "joint λ=1")
+PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_epochs": 100000,
+                   "ckpt_interval_minutes": 0, "seed": 0}
 
 
 @dataclass
