@@ -80,6 +80,8 @@ def load_run(run: Path):
 def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) -> dict:
     """Accuracy by distance to the nearest anchor, and under each gap, over ``passes`` draws
     of crops and contexts of dev-clean."""
+    from speechbrain.dataio.dataloader import make_dataloader
+
     from speechpos.speech.data.audio import min_samples_for_patch
     from speechpos.speech.data.dataio import audio_dataset
 
@@ -101,8 +103,6 @@ def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) ->
             None if crop is None else int(crop * hparams["sample_rate"]), sort="ascending",
             generator=torch.Generator().manual_seed(seed + 1000 * p),
         )
-        from speechbrain.dataio.dataloader import make_dataloader
-
         for batch in make_dataloader(data, batch_size=batch_size):
             wavs, lens = batch.sig
             feats = normalize(features(wavs), lens)

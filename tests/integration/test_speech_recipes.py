@@ -550,12 +550,12 @@ def gapped_views_run(tiny_librispeech, tmp_path_factory):
     return out
 
 
-def test_gap_and_views_switches_run_and_score_only_gapped_targets(gapped_views_run):
+def test_gap_and_views_switches_run_end_to_end(gapped_views_run):
+    """The recipe's keys reach the pretext (that no scored target has context within the gap is
+    asserted in tests/unittests/position/test_pretext_variants.py)."""
     stats = log_stats(gapped_views_run / "train_log.txt")
     assert [s["epoch"] for s in stats] == [1, 2, 3]
     assert stats[-1]["valid chance_acc"] == pytest.approx(0.04, abs=0.002)
-    # Targets far from every context patch sit in the crop's gaps: their error to a uniform guess
-    # differs from the ungapped crop's 8.3 (which the anchors-fast variant above asserts).
     assert (gapped_views_run / "encoder.ckpt").is_file()
 
 
