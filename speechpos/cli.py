@@ -1,6 +1,8 @@
-"""``speechpos`` command line: transcribe audio, extract features, or spot keywords with a trained run.
+"""``speechpos`` command line: transcribe audio, export a model, extract features, or spot keywords.
 
     speechpos transcribe results/ctc/transformer/1234 a.flac b.wav recordings/
+    speechpos transcribe models/ctc-bench --list files.txt --output out.jsonl --format jsonl
+    speechpos export results/ctc/transformer/1234 models/ctc-bench   # EncoderASR loads it
     speechpos features results/ctc/transformer/1234 a.flac --layer 3 --out a.npy
     speechpos keyword results/SpeechCommands/kwt/1986 a.wav     # prints a.wav<TAB>yes<TAB>0.93
 
@@ -18,6 +20,7 @@ import sys
 import numpy as np
 
 from speechpos.inference import RunError, SpeechModel, list_audio
+from speechpos.inference.transcribe import FORMATS
 from speechpos.speech.data.audio import AudioError
 from speechpos.speech.model import CheckpointMismatchError
 
@@ -25,13 +28,25 @@ from speechpos.speech.model import CheckpointMismatchError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="speechpos", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("transcribe", help="print '<file>\\t<transcript>' for each audio file")
-    t.add_argument("run", help="output folder of asr_ctc.py")
+    t = sub.add_parser("transcribe", help="write '<file>\\t<transcript>' (or JSONL) for each audio file")
+    t.add_argument("run", help="output folder of asr_ctc.py, or a folder written by `speechpos export`")
     t.add_argument(
         "audio",
-        nargs="+",
+        nargs="*",
         help="audio files or folders (any rate/channels: resampled to 16 kHz mono)",
     )
+    t.add_argument("--list", action="append", default=[], metavar="FILE",
+                   help="a text file naming one audio file or folder per line (repeatable)")
+    t.add_argument("--output", help="append the records to this file (default: stdout); "
+                                    "files it already holds are skipped, so a re-run resumes")
+    t.add_argument("--format", choices=FORMATS, default="text")
+    t.add_argument("--batch-seconds", type=float, default=120.0,
+                   help="padded audio per batch (default 120 s)")
+    t.add_argument("--times", action="store_true", help="JSONL: add word start/end times (CTM has them)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    e = sub.add_parser("export", help="write a trained CTC run as a SpeechBrain model folder (EncoderASR)")
+    e.add_argument("run", help="output folder of asr_ctc.py")
+    e.add_argument("out", help="the folder to write")
     f = sub.add_parser("features", help="save encoder features of one file as .npy")
     f.add_argument("run", help="output folder of asr_ctc.py or pretrain.py")
     f.add_argument("audio", help="an audio file (any rate/channels: resampled to 16 kHz mono)")
@@ -48,18 +63,62 @@ def main(argv=None) -> int:
     _log_conversions()
     if args.command == "keyword":
         return _keyword(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "transcribe":
+        return _transcribe(args)
     try:
         model = SpeechModel.from_run(args.run, device=args.device)
-        if args.command == "transcribe":
-            for path in list_audio(args.audio):
-                print(f"{path}\t{model.transcribe_file(path)}", flush=True)
-        else:
-            feats = model.extract_features(args.audio, args.layer).numpy()
-            np.save(args.out, feats)
-            print(f"{args.out}: {feats.shape[0]} tokens x {feats.shape[1]} features")
+        feats = model.extract_features(args.audio, args.layer).numpy()
+        np.save(args.out, feats)
+        print(f"{args.out}: {feats.shape[0]} tokens x {feats.shape[1]} features")
     except (RunError, AudioError, CheckpointMismatchError, ValueError) as err:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _transcribe(args) -> int:
+    """The ``transcribe`` subcommand: bad files are reported and skipped; status 1 when any
+    failed, 2 when nothing could start (model, arguments)."""
+    from speechpos.inference.transcribe import transcribe_files
+
+    try:
+        paths = list(args.audio)
+        for list_file in args.list:
+            try:
+                with open(list_file, encoding="utf-8") as f:
+                    paths += [line.strip() for line in f if line.strip()]
+            except OSError as err:
+                raise ValueError(f"{list_file}: cannot read the list ({err.strerror})") from err
+        if not paths:
+            raise ValueError("no audio given: name files or folders, or --list FILE")
+        files = list_audio(paths)
+        model = SpeechModel.from_run(args.run, device=args.device)
+        summary = transcribe_files(model, files, args.output, fmt=args.format,
+                                   batch_seconds=args.batch_seconds, progress=not args.no_progress,
+                                   times=args.times)
+    except (RunError, CheckpointMismatchError, ValueError) as err:
+        print(f"speechpos: error: {err}", file=sys.stderr)
+        return 2
+    print(f"speechpos: {summary.done} file(s) transcribed, {summary.skipped} already done, "
+          f"{len(summary.failed)} failed; {summary.audio_seconds:.1f} s of audio, real-time factor "
+          f"{summary.real_time_factor:.4f}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _export(args) -> int:
+    """The ``export`` subcommand (:func:`speechpos.inference.export.export_run`)."""
+    import shlex
+
+    from speechpos.inference.export import ExportError, export_run
+
+    try:
+        out = export_run(args.run, args.out, command=shlex.join(["speechpos", "export", args.run, args.out]))
+    except (RunError, ExportError, CheckpointMismatchError, ValueError) as err:
+        print(f"speechpos: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{out}: EncoderASR.from_hparams(source={str(out)!r}, savedir=...) loads it")
     return 0
 
 

@@ -27,7 +27,12 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechpos.speech.ctc import CharTokenizer, SentencePieceTokenizer, greedy_decode
+from speechpos.speech.ctc import (
+    CharTokenizer,
+    SentencePieceTokenizer,
+    greedy_decode,
+    greedy_word_times,
+)
 from speechpos.speech.data.audio import min_samples_for_patch, read_audio_converted
 from speechpos.speech.model import load_encoder_state
 
@@ -52,13 +57,23 @@ class SpeechModel:
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "cpu") -> SpeechModel:
-        """Load a run folder written by ``asr_ctc.py`` or ``pretrain.py``."""
+        """Load a run folder written by ``asr_ctc.py`` or ``pretrain.py``, or a folder written
+        by ``speechpos export`` (:mod:`speechpos.inference.export`)."""
         run = Path(run)
+        if (run / "speechpos_export.json").is_file():
+            from speechpos.inference.export import load_export
+
+            return load_export(run, device)
         yaml_path = run / "hyperparams.yaml"
         if not yaml_path.is_file():
             raise RunError(f"{run}: no hyperparams.yaml; not an output folder of a speechpos recipe")
         with open(yaml_path, encoding="utf-8") as f:
             hparams = load_hyperpyyaml(f)
+        missing = [k for k in ("encoder", "compute_features", "normalize", "sample_rate", "patch_frames")
+                   if k not in hparams]
+        if missing:
+            raise RunError(f"{yaml_path}: no {', '.join(missing)}; not the hparams of a speechpos "
+                           "speech recipe")
         if "ctc_lin_builder" not in hparams:
             exported = run / "encoder.ckpt"
             if not exported.is_file():
@@ -103,6 +118,19 @@ class SpeechModel:
     def transcribe_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor) -> list[str]:
         """Greedy CTC transcripts of a padded batch."""
         return greedy_decode(*self.ctc_log_probs(wavs, rel_lengths), self.tokenizer)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per encoder output frame (patch_frames filterbank hops)."""
+        hop = self.compute_features.compute_STFT.hop_length
+        return self.hparams["patch_frames"] * hop / self.sample_rate
+
+    def transcribe_batch_with_times(self, wavs: torch.Tensor, rel_lengths: torch.Tensor):
+        """Greedy transcripts of a padded batch and their words as ``(word, start_s, end_s)``,
+        timed by the frames of the best CTC path (one frame is :attr:`frame_seconds`)."""
+        log_probs, lengths = self.ctc_log_probs(wavs, rel_lengths)
+        texts = greedy_decode(log_probs, lengths, self.tokenizer)
+        return texts, greedy_word_times(log_probs, lengths, self.tokenizer, self.frame_seconds)
 
     def transcribe_file(self, path: str) -> str:
         """Transcript of one audio file (any rate / channel count, see :meth:`load_audio`)."""

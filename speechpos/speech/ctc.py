@@ -132,6 +132,53 @@ def greedy_decode(log_probs: torch.Tensor, rel_lengths: torch.Tensor, tokenizer)
     return [" ".join(tokenizer.decode(h).split()) for h in hyps]
 
 
+def greedy_word_times(log_probs: torch.Tensor, rel_lengths: torch.Tensor, tokenizer,
+                      frame_seconds: float) -> list[list[tuple[str, float, float]]]:
+    """Words of the best path with their start and end times (seconds): a word starts at the
+    first frame that emits one of its units and ends after the last frame of its last unit;
+    blanks and word separators belong to no word. Characters split words at the space;
+    SentencePiece units at a piece starting with ``▁``.
+
+    >>> tok = CharTokenizer.from_texts(["AB C"])
+    >>> a, b, c, sp = (tok.encode(x)[0] for x in "ABC ")
+    >>> path = torch.tensor([[0, a, a, b, 0, sp, 0, 0, c, 0]])
+    >>> logp = torch.log(torch.nn.functional.one_hot(path, len(tok)).float() + 1e-9)
+    >>> greedy_word_times(logp, torch.tensor([1.0]), tok, 0.04)
+    [[('AB', 0.04, 0.16), ('C', 0.32, 0.36)]]
+    """
+    best = log_probs.argmax(-1)
+    lengths = torch.round(rel_lengths * log_probs.shape[1]).int()
+    pieces = tokenizer.vocab_list
+    out = []
+    for seq, n in zip(best.tolist(), lengths.tolist(), strict=True):
+        words, current, prev = [], None, None
+        for t, unit in enumerate(seq[:n]):
+            if unit == tokenizer.blank_index:
+                prev = unit
+                continue
+            piece = pieces[unit]
+            starts_word = piece.startswith("\u2581")
+            if piece == tokenizer.space_token or (starts_word and unit != prev):
+                if current is not None:
+                    words.append(current)
+                current = None
+                if piece == tokenizer.space_token:
+                    prev = unit
+                    continue
+            if unit != prev:
+                if current is None:
+                    current = [piece.lstrip("\u2581"), t, t + 1]
+                else:
+                    current[0] += piece
+            if current is not None:
+                current[2] = t + 1
+            prev = unit
+        if current is not None:
+            words.append(current)
+        out.append([(w, round(s * frame_seconds, 3), round(e * frame_seconds, 3)) for w, s, e in words if w])
+    return out
+
+
 def make_beam_searcher(tokenizer, beam_size: int = 20) -> CTCBeamSearcher:
     """SpeechBrain's CTC beam search over the tokenizer's units (no language model)."""
     return CTCBeamSearcher(

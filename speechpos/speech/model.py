@@ -72,16 +72,19 @@ class SpeechEncoder(nn.Module):
     def forward(
         self,
         feats: torch.Tensor,
-        rel_lengths: torch.Tensor,
+        lengths: torch.Tensor,
         context: Context | None = None,
         return_hidden: bool = False,
     ):
-        """Returns (encodings, token lengths), or (encodings, token lengths, hidden states)."""
-        tokens, lengths = self.embed(feats, rel_lengths)
-        out = self.encoder(tokens, lengths, context, return_hidden=return_hidden)
+        """Returns (encodings, token lengths), or (encodings, token lengths, hidden states).
+
+        ``lengths`` are relative (SpeechBrain's convention, and its name, so that a
+        ``LengthsCapableSequential`` passes them on)."""
+        tokens, token_lengths = self.embed(feats, lengths)
+        out = self.encoder(tokens, token_lengths, context, return_hidden=return_hidden)
         if return_hidden:
-            return out[0], lengths, out[1]
-        return out, lengths
+            return out[0], token_lengths, out[1]
+        return out, token_lengths
 
 
 def build_speech_encoder(

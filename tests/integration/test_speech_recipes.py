@@ -303,7 +303,7 @@ def test_inference_keeps_the_errors_for_bad_files(speech_model, tmp_path):
     assert str(err.value) == message
 
 
-def test_cli_transcribes_a_folder_of_mixed_rates_and_refuses_a_corrupt_file(
+def test_cli_transcribes_a_folder_of_mixed_rates_and_skips_a_corrupt_file(
     ctc_run, speech_model, tiny_librispeech, tmp_path
 ):
     files = _utterance_and_copies(tiny_librispeech, tmp_path / "audio")
@@ -340,13 +340,47 @@ def test_cli_transcribes_a_folder_of_mixed_rates_and_refuses_a_corrupt_file(
     with pytest.raises(AudioError) as strict:
         read_audio_checked(str(corrupt))
     proc = subprocess.run(
-        [*cli, "transcribe", str(ctc_run), str(files["orig"]), str(corrupt)],
+        [*cli, "transcribe", str(ctc_run), str(corrupt), str(files["orig"]), "--no-progress"],
         capture_output=True, text=True, timeout=300,
     )
-    assert proc.returncode == 2
-    assert proc.stdout.startswith(f"{files['orig']}\t")  # files before the bad one are done
-    assert proc.stderr.strip().splitlines()[-1] == f"speechpos: error: {strict.value}"
+    assert proc.returncode == 1  # a file failed; the others are done
+    assert proc.stdout == f"{files['orig']}\t{expected[0]}\n"
+    err = proc.stderr.strip().splitlines()
+    assert err[0] == f"speechpos: error: {strict.value}"
+    assert err[-1].startswith("speechpos: 1 file(s) transcribed, 0 already done, 1 failed;")
     assert "Traceback" not in proc.stderr
+
+
+def test_pretrained_encoder_loads_through_a_speechbrain_pretrainer(pretrain_run, tmp_path):
+    """`speechpos export` of a pretraining run: the yaml it writes builds the fine-tuning encoder
+    and its SpeechBrain Pretrainer loads every pretrained weight (the position embedding stays
+    zero), as asr_ctc.py's strict loader does."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechpos.inference.export import finetune_encoder
+
+    out = tmp_path / "encoder"
+    proc = subprocess.run([sys.executable, "-m", "speechpos.cli", "export", str(pretrain_run), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "hyperparams.yaml") as f:
+        hp = load_hyperpyyaml(f)
+    hp["pretrainer"].set_collect_in(str(tmp_path / "collected"))
+    hp["pretrainer"].collect_files()
+    hp["pretrainer"].load_collected()
+    loaded = hp["encoder"].state_dict()
+    pretrained = torch.load(pretrain_run / "encoder.ckpt")
+    assert set(loaded) - set(pretrained) == {"position_embedding.weight"}
+    for key, value in pretrained.items():
+        assert torch.equal(loaded[key], value), key
+    assert float(loaded["position_embedding.weight"].abs().sum()) == 0.0
+    with open(pretrain_run / "hyperparams.yaml") as f:
+        run_hp = load_hyperpyyaml(f)
+    reference, _ = finetune_encoder(run_hp, pretrain_run / "encoder.ckpt")
+    feats, lengths = torch.randn(2, 40, 80), torch.tensor([1.0, 0.7])
+    hp["encoder"].eval(), reference.eval()
+    with torch.no_grad():
+        assert torch.equal(hp["encoder"](feats, lengths)[0], reference(feats, lengths)[0])
 
 
 def test_ddp_two_processes_on_cpu(tiny_librispeech, pretrain_run, tmp_path):

@@ -1,0 +1,328 @@
+"""A trained CTC run as a SpeechBrain model folder: ``EncoderASR.from_hparams`` loads it.
+
+:func:`export_run` writes, from the run's best checkpoint (lowest dev WER):
+
+- ``hyperparams.yaml`` in SpeechBrain's inference layout: ``encoder`` is a
+  ``LengthsCapableSequential`` of filterbank -> normalisation -> speechpos encoder -> CTC
+  layer -> log-softmax, with ``modules``, ``tokenizer``, ``decoding_function`` (greedy) and a
+  ``pretrainer`` that loads the files below;
+- ``encoder.ckpt``, ``ctc_lin.ckpt`` (state dicts) and ``normalizer.ckpt`` (SpeechBrain's
+  ``InputNormalization`` statistics, saved by its own saver), each named after its loadable
+  (SpeechBrain's ``<source>/<name>.ckpt`` layout, so the pretrainer needs no ``paths``);
+- ``tokenizer.ckpt``: SpeechBrain's ``CTCTextEncoder`` file (characters) or the SentencePiece
+  model;
+- ``README.md``, a model card (data, training, WER, the command that made it), and
+  ``speechpos_export.json`` (what :meth:`SpeechModel.from_run` reads to load the folder itself).
+
+The encoder classes are speechpos's, so loading needs ``speechpos`` installed; the run folder
+is no longer needed.
+
+SentencePiece units: speechpos puts the CTC blank at index 0 and unit ``i`` at ``i + 1``;
+SpeechBrain's CTC recipes share index 0 between the blank and SentencePiece's ``<unk>`` and
+decode with ``tokenizer.decode_ids``. The export re-orders the CTC layer's rows to that
+convention (blank at 0, unit ``i`` at ``i`` for ``i >= 1``, the ``<unk>`` row dropped), so
+``EncoderASR`` decodes it as it decodes SpeechBrain's own models; transcripts change only if
+``<unk>`` was the best unit of a frame.
+
+Example (with a trained run)::
+
+    speechpos export results/ctc/conformer/1234 models/ctc-bench
+    from speechbrain.inference.ASR import EncoderASR
+    asr = EncoderASR.from_hparams(source="models/ctc-bench", savedir="pretrained/ctc-bench")
+    asr.transcribe_file("some.flac")
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from speechpos.inference.asr import SpeechModel
+
+EXPORT_MARKER = "speechpos_export.json"
+
+# hparams of the run that build the encoder (speechpos.speech.build_speech_encoder's keys).
+ARCHITECTURE_KEYS = {
+    "n_mels": "n_mels", "patch_frames": "patch_frames", "kind": "encoder_kind",
+    "num_layers": "num_layers", "d_model": "d_model", "nhead": "nhead", "d_ffn": "d_ffn",
+    "dropout": "dropout", "kernel_size": "kernel_size", "conv_mode": "conv_mode",
+    "null_key": "null_key", "position_embedding": "position_embedding",
+    "max_positions": "max_positions", "frontend": "frontend",
+}
+
+_YAML = """\
+# Inference hparams of a speechpos CTC model, in SpeechBrain's layout:
+#   from speechbrain.inference.ASR import EncoderASR
+#   asr = EncoderASR.from_hparams(source=<this folder>, savedir=<a cache folder>)
+#   asr.transcribe_file("some.flac")
+# Written by `speechpos export` from {run}
+
+sample_rate: {sample_rate}
+{arch}
+token_type: {token_type}
+blank_index: 0
+
+compute_features: !new:speechbrain.lobes.features.Fbank
+    sample_rate: !ref <sample_rate>
+    n_mels: !ref <n_mels>
+
+normalize: !new:speechbrain.processing.features.InputNormalization
+    norm_type: {norm_type}
+
+encoder_model: !apply:speechpos.speech.build_speech_encoder
+{encoder_args}
+
+ctc_lin: !new:speechbrain.nnet.linear.Linear
+    input_size: !ref <d_model>
+    n_neurons: {n_units}
+
+log_softmax: !new:speechbrain.nnet.activations.Softmax
+    apply_log: True
+
+encoder: !new:speechbrain.nnet.containers.LengthsCapableSequential
+    compute_features: !ref <compute_features>
+    normalize: !ref <normalize>
+    encoder_model: !ref <encoder_model>
+    ctc_lin: !ref <ctc_lin>
+    log_softmax: !ref <log_softmax>
+
+audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+    sample_rate: !ref <sample_rate>
+
+tokenizer: {tokenizer}
+
+decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
+    blank_id: !ref <blank_index>
+
+modules:
+    encoder: !ref <encoder>
+
+# Each loadable is read from <source>/<name>.ckpt (SpeechBrain's default_source layout).
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        encoder: !ref <encoder_model>
+        normalizer: !ref <normalize>
+        ctc_lin: !ref <ctc_lin>
+        tokenizer: !ref <tokenizer>
+"""
+
+
+class ExportError(ValueError):
+    """A run cannot be exported."""
+
+
+def sentencepiece_rows(n_units: int) -> list[int]:
+    """Rows of a speechpos SentencePiece CTC layer (blank, unit 0 = ``<unk>``, unit 1, ...) in
+    SpeechBrain's order (blank, unit 1, unit 2, ...): ``<unk>`` dropped, the blank at 0.
+
+    >>> sentencepiece_rows(5)
+    [0, 2, 3, 4]
+    """
+    return [0, *range(2, n_units)]
+
+
+def export_run(run: str | Path, out: str | Path, command: str | None = None) -> Path:
+    """Write ``run``'s best checkpoint as a SpeechBrain inference folder ``out`` (created; files
+    already there are replaced); a pretraining run's encoder goes through
+    :func:`export_encoder`. Returns ``out``.
+
+    Raises :class:`~speechpos.inference.asr.RunError` for a folder that is not a speechpos run
+    and :class:`ExportError` when ``out`` is the run itself."""
+    run, out = Path(run), Path(out)
+    if out.resolve() == run.resolve():
+        raise ExportError(f"{out}: export into a new folder, not into the run")
+    model = SpeechModel.from_run(run)
+    if model.ctc_lin is None:
+        return export_encoder(run, out, command)
+    out.mkdir(parents=True, exist_ok=True)
+    hp = model.hparams
+    token_type = hp["token_type"]
+
+    torch.save(model.encoder.state_dict(), out / "encoder.ckpt")
+    model.normalize._save(out / "normalizer.ckpt")
+    ctc_state = model.ctc_lin.state_dict()
+    if token_type == "char":
+        model.tokenizer.encoder.save(out / "tokenizer.ckpt")
+        tokenizer = "!new:speechbrain.dataio.encoder.CTCTextEncoder"
+    else:
+        rows = sentencepiece_rows(len(model.tokenizer))
+        ctc_state = {k: v[rows].clone() for k, v in ctc_state.items()}
+        sp_model = sorted((run / "save" / "sentencepiece").glob("*.model"))
+        if len(sp_model) != 1:
+            raise ExportError(f"{run / 'save' / 'sentencepiece'}: expected one .model file, "
+                              f"found {len(sp_model)}")
+        shutil.copy(sp_model[0], out / "tokenizer.ckpt")
+        tokenizer = "!new:sentencepiece.SentencePieceProcessor"
+    torch.save(ctc_state, out / "ctc_lin.ckpt")
+    n_units = next(iter(ctc_state.values())).shape[0]
+
+    arch = "\n".join(f"{key}: {_yaml_value(hp[key])}" for key in ARCHITECTURE_KEYS.values())
+    encoder_args = "\n".join(f"    {arg}: !ref <{key}>" for arg, key in ARCHITECTURE_KEYS.items())
+    (out / "hyperparams.yaml").write_text(_YAML.format(
+        run=run, sample_rate=hp["sample_rate"], arch=arch, token_type=token_type,
+        norm_type=model.normalize.norm_type, encoder_args=encoder_args, n_units=n_units,
+        tokenizer=tokenizer,
+    ), encoding="utf-8")
+    results = _read_json(run / "results.json")
+    meta = {"format": 1, "source_run": str(run.resolve()), "token_type": token_type,
+            "command": command, "results": results}
+    (out / EXPORT_MARKER).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    (out / "README.md").write_text(model_card(hp, results, run, command), encoding="utf-8")
+    return out
+
+
+_ENCODER_YAML = """\
+# A pretrained speechpos encoder, ready for fine-tuning in your own SpeechBrain recipe.
+# Copy these keys into your hparams (or !include this file) and call, before training,
+#     hparams["pretrainer"].collect_files()
+#     hparams["pretrainer"].load_collected()
+# as SpeechBrain's own self-supervised recipes do. `encoder` maps (batch, frames, n_mels)
+# normalised filterbanks and relative lengths to (encodings, token lengths); it holds a
+# zero-initialised learned position embedding (and, where the pretext ran the conformer without
+# its convolution, a zero-initialised convolution switched on), as speechpos's asr_ctc.py does.
+# Written by `speechpos export` from {run}
+
+pretrained_folder: {out}
+sample_rate: {sample_rate}
+{arch}
+
+compute_features: !new:speechbrain.lobes.features.Fbank
+    sample_rate: !ref <sample_rate>
+    n_mels: !ref <n_mels>
+
+normalize: !new:speechbrain.processing.features.InputNormalization
+    norm_type: {norm_type}
+
+encoder: !apply:speechpos.speech.build_speech_encoder
+{encoder_args}
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        encoder: !ref <encoder>
+    paths:
+        encoder: !ref <pretrained_folder>/encoder.ckpt
+"""
+
+
+def finetune_encoder(run_hparams: dict, checkpoint: str | Path, conv_mode: str = "on",
+                     position_embedding: str = "learned"):
+    """The encoder that ``asr_ctc.py`` fine-tunes from a pretraining run: the run's architecture
+    with a zero-initialised ``position_embedding``, the pretrained weights loaded strictly, and a
+    conformer convolution that was off in pretraining switched to ``conv_mode`` zero-initialised."""
+    from speechpos.speech import build_speech_encoder
+    from speechpos.speech.encoder import set_convolution_mode
+    from speechpos.speech.model import load_encoder_state
+
+    args = {arg: run_hparams[key] for arg, key in ARCHITECTURE_KEYS.items() if key in run_hparams}
+    args.update(position_embedding=position_embedding, conv_mode=conv_mode, frontend="patch")
+    encoder = build_speech_encoder(**args)
+    load_encoder_state(encoder, checkpoint)
+    if run_hparams["encoder_kind"] == "conformer" and run_hparams["conv_mode"] == "off":
+        set_convolution_mode(encoder, conv_mode, zero_init=True)
+    return encoder, args
+
+
+def export_encoder(run: str | Path, out: str | Path, command: str | None = None) -> Path:
+    """A pretraining run's encoder as ``out/encoder.ckpt`` (ready to fine-tune: see
+    :func:`finetune_encoder`) and ``out/hyperparams.yaml``, the keys that build it and the
+    SpeechBrain ``Pretrainer`` that loads it. Returns ``out``."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    run, out = Path(run), Path(out)
+    with open(run / "hyperparams.yaml", encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f)
+    encoder, args = finetune_encoder(hp, run / "encoder.ckpt")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.state_dict(), out / "encoder.ckpt")
+    arch_keys = {arg: key for arg, key in ARCHITECTURE_KEYS.items() if arg in args}
+    values = {key: args[arg] for arg, key in arch_keys.items()}
+    (out / "hyperparams.yaml").write_text(_ENCODER_YAML.format(
+        run=run, out=json.dumps(str(out.resolve())), sample_rate=hp["sample_rate"],
+        arch="\n".join(f"{key}: {_yaml_value(v)}" for key, v in values.items()),
+        norm_type=hp["normalize"].norm_type,
+        encoder_args="\n".join(f"    {arg}: !ref <{key}>" for arg, key in arch_keys.items()),
+    ), encoding="utf-8")
+    meta = {"format": 1, "kind": "pretrained_encoder", "source_run": str(run.resolve()), "command": command}
+    (out / "speechpos_encoder.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return out
+
+
+def model_card(hp: dict, results: dict, run: Path, command: str | None) -> str:
+    """README.md of an exported folder: data, training, WER and how to use it."""
+    lines = ["# speechpos CTC model", "",
+             f"A {hp['num_layers']}-layer {hp['encoder_kind']} (d_model {hp['d_model']}, "
+             f"{hp['frontend']} front-end, {hp['patch_frames']}-frame tokens, position embedding "
+             f"`{hp['position_embedding']}`), {hp['token_type']} CTC units, greedy decoding.", "",
+             "## Training", "",
+             f"- labelled data: `{hp['train_csv']}`",
+             f"- pretrained encoder: `{hp.get('pretrained_encoder')}`",
+             f"- steps: {hp.get('number_of_steps')}, lr {hp.get('lr')}, precision `{hp.get('precision')}`",
+             f"- source run: `{run}`", ""]
+    if results:
+        lines += ["## Word error rate", "", "| split | WER % | CER % | WER with LM % | training s |",
+                  "|---|---|---|---|---|"]
+        for split, r in results.items():
+            lines.append(f"| {split} | {r.get('WER')} | {r.get('CER')} | {r.get('WER_lm', '')} | "
+                         f"{r.get('train_seconds', '')} |")
+        lines.append("")
+    lines += ["## Use", "", "```python", "from speechbrain.inference.ASR import EncoderASR",
+              'asr = EncoderASR.from_hparams(source="<this folder>", savedir="<a cache folder>")',
+              'print(asr.transcribe_file("some.flac"))', "```", "",
+              "or `speechpos transcribe <this folder> FILES_OR_FOLDERS` (needs `speechpos` installed "
+              "either way: the encoder classes are its own).", "",
+              f"Made by: `{command or 'speechpos export ' + str(run)}`", ""]
+    return "\n".join(lines)
+
+
+def load_export(folder: str | Path, device: str = "cpu") -> SpeechModel:
+    """A :class:`SpeechModel` from an exported folder, loaded through its SpeechBrain
+    ``pretrainer`` (the same files ``EncoderASR`` loads)."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechpos.speech.ctc import CharTokenizer
+
+    folder = Path(folder)
+    with open(folder / "hyperparams.yaml", encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f)
+    check_loaded(hp["pretrainer"], folder)
+    with tempfile.TemporaryDirectory() as collected:
+        pretrainer = hp["pretrainer"]
+        pretrainer.set_collect_in(collected)
+        pretrainer.collect_files(default_source=str(folder.resolve()))
+        pretrainer.load_collected()
+    if hp["token_type"] != "char":
+        raise ExportError(f"{folder}: speechpos loads exported character models; load a "
+                          "SentencePiece export with speechbrain's EncoderASR")
+    hp = {**hp, "encoder": hp["encoder_model"]}
+    return SpeechModel(hp, CharTokenizer(hp["tokenizer"]), hp["ctc_lin"], device)
+
+
+def check_loaded(pretrainer, folder: Path) -> None:
+    """Refuse a folder whose checkpoint leaves any weight of a module unset: SpeechBrain's
+    loader uses ``strict=False`` and would only warn."""
+    for name, obj in pretrainer.loadables.items():
+        if not isinstance(obj, torch.nn.Module) or name == "normalizer":
+            continue
+        path = folder / f"{name}.ckpt"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        expected = obj.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or wrong:
+            raise ExportError(f"{path}: does not fit {name} (missing {missing[:3]}, unexpected "
+                              f"{unexpected[:3]}, other shape {wrong[:3]})")
+
+
+def _yaml_value(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}

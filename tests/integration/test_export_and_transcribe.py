@@ -1,0 +1,178 @@
+"""A trained run exported as a SpeechBrain model (EncoderASR loads it) and transcription of
+many files (batches, word times, bad files skipped, resumable output)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from test_speech_recipes import TINY_MODEL, _utterance_and_copies, run_recipe
+
+CLI = [sys.executable, "-m", "speechpos.cli"]
+
+
+@pytest.fixture(scope="module")
+def scratch_ctc_run(tiny_librispeech, tmp_path_factory):
+    """A tiny CTC run from scratch (conformer, sinusoidal positions, characters)."""
+    out = tmp_path_factory.mktemp("ctc_scratch") / "run"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_steps=60", "--dynamic_batching=False",
+        *TINY_MODEL,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(scratch_ctc_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "model"
+    proc = subprocess.run([*CLI, "export", str(scratch_ctc_run), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_model(scratch_ctc_run):
+    from speechpos.inference import SpeechModel
+
+    return SpeechModel.from_run(scratch_ctc_run)
+
+
+def _test_files(tiny_librispeech):
+    return sorted(str(p) for split in ("test-clean", "dev-clean")
+                  for p in Path(tiny_librispeech, split).rglob("*.flac"))
+
+
+def test_encoder_asr_loads_every_weight_and_matches_the_run(exported, run_model, tiny_librispeech, tmp_path):
+    from speechbrain.inference.ASR import EncoderASR
+
+    asr = EncoderASR.from_hparams(source=str(exported), savedir=str(tmp_path / "sb"))
+    # Every tensor of the run's modules, loaded (SpeechBrain's loader would only warn).
+    ours = {"encoder": run_model.encoder, "ctc_lin": run_model.ctc_lin}
+    for name, module in ours.items():
+        theirs = asr.hparams.pretrainer.loadables[name].state_dict()
+        assert theirs.keys() == module.state_dict().keys()
+        for key, value in module.state_dict().items():
+            assert torch.equal(theirs[key].cpu(), value.cpu()), (name, key)
+    files = _test_files(tiny_librispeech)
+    assert len(files) >= 6
+    ours_text = [run_model.transcribe_file(f) for f in files]
+    assert sum(map(len, ours_text)) > 0  # the model emits characters: the comparison means something
+    theirs_text = [" ".join(asr.transcribe_file(f).split()) for f in files]
+    assert theirs_text == ours_text
+    # The same log-probabilities, batch included (EncoderASR.transcribe_batch and encode_batch).
+    wavs = [run_model.load_audio(f) for f in files[:3]]
+    batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    lengths = torch.tensor([len(w) for w in wavs], dtype=torch.float) / batch.shape[1]
+    ref, _ = run_model.ctc_log_probs(batch, lengths)
+    assert torch.allclose(asr.encode_batch(batch, lengths), ref, atol=1e-5)
+    words, _ = asr.transcribe_batch(batch, lengths)
+    assert [" ".join(w.split()) for w in words] == run_model.transcribe_batch(batch, lengths)
+
+
+def test_encoder_asr_reads_44k_stereo_through_its_audio_normalizer(exported, run_model, tiny_librispeech, tmp_path):
+    import difflib
+
+    from speechbrain.inference.ASR import EncoderASR
+
+    files = _utterance_and_copies(tiny_librispeech, tmp_path / "audio")
+    asr = EncoderASR.from_hparams(source=str(exported), savedir=str(tmp_path / "sb"))
+    wav = asr.load_audio(str(files["stereo44k"]), savedir=str(tmp_path / "sb_audio"))
+    assert wav.ndim == 1 and abs(len(wav) - len(run_model.load_audio(files["orig"]))) <= 1
+    theirs = " ".join(asr.transcribe_file(str(files["stereo44k"]), savedir=str(tmp_path / "sb_audio")).split())
+    ours = run_model.transcribe_file(files["stereo44k"])
+    assert difflib.SequenceMatcher(None, theirs, ours).ratio() > 0.9, (theirs, ours)
+
+
+def test_exported_folder_holds_a_model_card_and_loads_in_speechpos(exported, scratch_ctc_run, run_model,
+                                                                  tiny_librispeech):
+    from speechpos.inference import SpeechModel
+
+    card = (exported / "README.md").read_text()
+    results = json.loads((scratch_ctc_run / "results.json").read_text())
+    assert f"| test-clean | {results['test-clean']['WER']} |" in card
+    assert f"speechpos export {scratch_ctc_run}" in card
+    model = SpeechModel.from_run(exported)
+    files = _test_files(tiny_librispeech)[:4]
+    assert [model.transcribe_file(f) for f in files] == [run_model.transcribe_file(f) for f in files]
+
+
+def test_export_refuses_a_foreign_folder_and_a_tampered_checkpoint(exported, tmp_path):
+    from speechpos.inference.export import ExportError, load_export
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in exported.iterdir():
+        if f.is_file():
+            (bad / f.name).write_bytes(f.read_bytes())
+    state = torch.load(bad / "ctc_lin.ckpt")
+    state.pop(next(iter(state)))
+    torch.save(state, bad / "ctc_lin.ckpt")
+    with pytest.raises(ExportError, match=r"ctc_lin\.ckpt: does not fit ctc_lin \(missing \['w\.weight'\]"):
+        load_export(bad)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "hyperparams.yaml").write_text("x: 1\n")
+    proc = subprocess.run([*CLI, "export", str(other), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"speechpos: error: {other / 'hyperparams.yaml'}: no encoder, compute_features, "
+                                   "normalize, sample_rate, patch_frames; not the hparams of a speechpos speech recipe")
+
+
+def test_transcribe_skips_bad_files_writes_jsonl_and_resumes(exported, run_model, tiny_librispeech, tmp_path):
+    files = _test_files(tiny_librispeech)
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + b"\x00" * 100)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype="float32"), 16000)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([files[0], str(corrupt), *files[1:3], str(empty)]) + "\n")
+    out = tmp_path / "out.jsonl"
+    cmd = [*CLI, "transcribe", str(exported), "--list", str(listing), "--output", str(out),
+           "--format", "jsonl", "--times", "--batch-seconds", "1"]  # a batch per file: no padding
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("speechpos: error:")]
+    from speechpos.speech.data.audio import AudioError, read_audio_checked
+
+    with pytest.raises(AudioError) as strict:
+        read_audio_checked(str(corrupt))
+    assert errors == [f"speechpos: error: {strict.value}",
+                      f"speechpos: error: {empty}: 0 samples (0.000 s) is shorter than one patch (640 samples)"]
+    assert "3 file(s) transcribed, 0 already done, 2 failed" in proc.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in records] == files[:3]
+    assert [r["text"] for r in records] == [run_model.transcribe_file(f) for f in files[:3]]
+    for r in records:
+        assert [w[0] for w in r["words"]] == r["text"].split()
+        assert all(0 <= s < e <= r["seconds"] + 0.04 for _, s, e in r["words"])
+        ends = [e for _, _, e in r["words"]]
+        starts = [s for _, s, _ in r["words"]]
+        assert all(e <= s for e, s in zip(ends[:-1], starts[1:], strict=True))  # in order, no overlap
+    # A re-run skips what is done and adds the rest; the bad files are tried (and reported) again.
+    listing.write_text("\n".join([*files[:4], str(corrupt)]) + "\n")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "1 file(s) transcribed, 3 already done, 1 failed" in proc.stderr
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == files[:4]
+
+
+def test_transcribe_writes_ctm(exported, tiny_librispeech, tmp_path):
+    files = _test_files(tiny_librispeech)[:2]
+    out = tmp_path / "out.ctm"
+    proc = subprocess.run([*CLI, "transcribe", str(exported), *files, "--output", str(out), "--format", "ctm",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    named = {line.split(" ")[0] if not line.startswith(";;") else line.split(" ")[1] for line in lines}
+    assert named == set(files)
+    for line in lines:
+        if not line.startswith(";;"):
+            name, channel, start, dur, word = line.split(" ")
+            assert channel == "1" and float(start) >= 0 and float(dur) > 0 and word

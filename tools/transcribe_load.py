@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Transcription at scale, measured: export a CTC run, check that SpeechBrain's EncoderASR
+gives the run's transcripts, then transcribe >= 1,000 files with two corrupt ones among them.
+
+1. ``speechpos export`` of ``--run`` into ``<out>/model``;
+2. parity on test-clean: greedy transcripts of every file through ``SpeechModel`` (the run
+   folder) and through ``EncoderASR.from_hparams`` (the exported folder), and the WER of each;
+3. load: ``--files`` training files of the corpus plus two corrupt files (at 10 % and 60 % of
+   the list), transcribed by ``speechpos.inference.transcribe.transcribe_files`` into JSONL,
+   once per ``--threads`` value, each in a fresh process: files/s, real-time factor, peak RSS,
+   RSS at 10 %, 50 % and 100 % of the files, and the files reported as failed.
+
+Writes ``<docs>/transcribe_load.{md,json,png}`` (the PNG: RSS against progress).
+
+Usage::
+
+    .venv/bin/python tools/transcribe_load.py --run results/pretraining_study/ctc_scratch_sinusoidal_pe_1h_0
+    .venv/bin/python tools/transcribe_load.py --run RUN --files 40 --threads 1 --docs /tmp/docs   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def rss_mib() -> float:
+    """Resident set size of this process now (Linux /proc), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(args) -> int:
+    """One load run in this process; prints its measurements as JSON."""
+    import torch
+
+    from speechpos.inference import SpeechModel
+    from speechpos.inference.transcribe import transcribe_files
+
+    torch.set_num_threads(args.worker_threads)
+    files = Path(args.worker_list).read_text().split("\n")[:-1]
+    t0 = time.perf_counter()
+    model = SpeechModel.from_run(args.worker_model)
+    load_s = time.perf_counter() - t0
+    trace = []
+
+    def on_batch(summary):
+        trace.append([summary.done + len(summary.failed), round(rss_mib(), 1)])
+
+    out = Path(args.worker_output)
+    out.unlink(missing_ok=True)
+    errors = []
+    summary = transcribe_files(model, files, out, fmt="jsonl", batch_seconds=args.batch_seconds,
+                               progress=False, on_error=errors.append, on_batch=on_batch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"files": len(files), "done": summary.done, "failed": errors,
+                      "audio_seconds": round(summary.audio_seconds, 1),
+                      "wall_seconds": round(summary.wall_seconds, 2), "load_seconds": round(load_s, 2),
+                      "rtf": round(summary.real_time_factor, 5), "peak_rss_mib": round(peak, 1),
+                      "trace": trace}))
+    return 0
+
+
+def rss_at(trace: list, total: int, fraction: float) -> float:
+    """RSS when ``fraction`` of the files were done (the first batch reaching it)."""
+    for done, rss in trace:
+        if done >= fraction * total:
+            return rss
+    return trace[-1][1]
+
+
+def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path) -> dict:
+    """Greedy transcripts of every test-clean file through the run and the export."""
+    import jiwer
+    from speechbrain.inference.ASR import EncoderASR
+
+    from speechpos.inference import SpeechModel
+
+    refs = {}
+    for trans in sorted((corpus / "test-clean").rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            utt, text = line.split(" ", 1)
+            refs[str(trans.parent / f"{utt}.flac")] = text
+    ours_model = SpeechModel.from_run(run)
+    asr = EncoderASR.from_hparams(source=str(model_dir), savedir=str(savedir))
+    files = sorted(refs)
+    ours = [ours_model.transcribe_file(f) for f in files]
+    theirs = [" ".join(asr.transcribe_file(f).split()) for f in files]
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    ref = [refs[f] for f in files]
+    return {"files": len(files), "identical": same,
+            "wer_speechpos": round(100 * jiwer.wer(ref, ours), 2),
+            "wer_encoder_asr": round(100 * jiwer.wer(ref, theirs), 2),
+            "differing": [[f, a, b] for f, a, b in zip(files, ours, theirs, strict=True) if a != b][:5]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, help="a CTC run (output folder of asr_ctc.py)")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "LibriSpeech-bench")
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-seconds", type=float, default=120.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "transcribe_load")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    for name in ("worker-model", "worker-list", "worker-output"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker_model:
+        return worker(args)
+    if args.run is None:
+        parser.error("--run is required")
+    import torch
+
+    from speechpos.experiments.plots import _pyplot, _save, markdown_table, write_report
+    from speechpos.inference.export import export_run
+
+    command = "python tools/transcribe_load.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir = export_run(args.run, args.out / "model", command=f"speechpos export {args.run} {args.out / 'model'}")
+    par = parity(args.run, model_dir, args.corpus, args.out / "sb_cache")
+    print(f"parity: {par['identical']}/{par['files']} identical", flush=True)
+
+    files = sorted(str(p) for p in (args.corpus / "train-clean-100").rglob("*.flac"))[: args.files]
+    if len(files) < args.files:
+        raise SystemExit(f"{args.corpus}: only {len(files)} training files, asked for {args.files}")
+    corrupt = [args.out / "corrupt_header.flac", args.out / "truncated.flac"]
+    corrupt[0].write_bytes(b"fLaC" + b"\x00" * 100)
+    corrupt[1].write_bytes(Path(files[0]).read_bytes()[:60])
+    files.insert(len(files) // 10, str(corrupt[0]))
+    files.insert(6 * len(files) // 10, str(corrupt[1]))
+    listing = args.out / "files.txt"
+    listing.write_text("\n".join(files) + "\n")
+
+    runs = []
+    for threads in args.threads:
+        proc = subprocess.run(
+            [sys.executable, __file__, f"--worker-model={model_dir}", f"--worker-list={listing}",
+             f"--worker-output={args.out / f'out_{threads}.jsonl'}", f"--worker-threads={threads}",
+             f"--batch-seconds={args.batch_seconds}"],
+            capture_output=True, text=True, check=True,
+        )
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["threads"] = threads
+        r["files_per_s"] = round(r["done"] / r["wall_seconds"], 2)
+        r["rss_10"], r["rss_50"], r["rss_100"] = (rss_at(r["trace"], len(files), f) for f in (0.1, 0.5, 1.0))
+        r["rss_growth_pct"] = round(100 * (r["rss_100"] - r["rss_10"]) / r["rss_10"], 1)
+        runs.append(r)
+        print(f"{threads} thread(s): {r['done']} files, rtf {r['rtf']}, failed {len(r['failed'])}", flush=True)
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in runs:
+        ax.plot([100 * d / len(files) for d, _ in r["trace"]], [m for _, m in r["trace"]],
+                label=f"{r['threads']} thread(s)")
+    ax.set_xlabel("files done (%)")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, args.docs / "transcribe_load.png", "Transcribing many files: memory stays flat")
+
+    machine = (f"{platform.machine()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+               f"`precision` fp32 (inference)")
+    setup = (f"`{command}` on `{args.corpus.name}`: the run `{args.run}` exported with `speechpos export`, "
+             f"then {len(files)} files ({args.files} training utterances and 2 corrupt files) transcribed "
+             f"greedy into JSONL, batches of at most {args.batch_seconds:g} s of padded audio, each thread "
+             f"count in a fresh process. Machine: {machine}. LM decoding is not measured here yet.")
+    parity_table = markdown_table(
+        ["test-clean files", "identical transcripts", "WER via SpeechModel", "WER via EncoderASR"],
+        [[par["files"], par["identical"], par["wer_speechpos"], par["wer_encoder_asr"]]])
+    load_table = markdown_table(
+        ["threads", "files done", "failed (reported)", "audio h", "wall s", "files/s", "real-time factor",
+         "model load s", "peak RSS MiB", "RSS 10 % / 50 % / 100 %", "RSS growth 10→100 %"],
+        [[r["threads"], r["done"], len(r["failed"]), round(r["audio_seconds"] / 3600, 2), r["wall_seconds"],
+          r["files_per_s"], r["rtf"], r["load_seconds"], r["peak_rss_mib"],
+          f"{r['rss_10']} / {r['rss_50']} / {r['rss_100']}", f"{r['rss_growth_pct']} %"] for r in runs])
+    failed = "\n".join(f"- `{m}`" for m in runs[0]["failed"])
+    table = ("### EncoderASR against the run (greedy)\n\n" + parity_table +
+             "\n\n### Load\n\n" + load_table + "\n\nReported and skipped:\n\n" + failed +
+             "\n\n![RSS against progress](transcribe_load.png)")
+    write_report(setup, table, args.docs / "transcribe_load.md")
+    (args.docs / "transcribe_load.json").write_text(json.dumps(
+        {"command": command, "machine": machine, "parity": par, "load": runs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
