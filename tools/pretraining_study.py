@@ -202,6 +202,8 @@ def main(argv=None) -> int:
                         help="label budget of the frozen-encoder probes (default: the largest)")
     parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--scratch-no-pe", action="store_true", help="also from scratch with no position signal")
+    parser.add_argument("--no-headline", action="store_true",
+                        help="leave out the paper's headline row (--best fine-tuned with no position signal)")
     parser.add_argument("--scaling-minutes", type=float, nargs="*", default=[],
                         help="also pretrain --best and BEST-RQ for these minutes (e.g. 10 90)")
     parser.add_argument("--scaling-labels", choices=list(LOW_LABEL_SECONDS), default="1h",
@@ -276,7 +278,7 @@ def main(argv=None) -> int:
             ctcs.append(ctc("scratch, sinusoidal PE", labels, seed, pe="sinusoidal"))
             for name in args.pretrainers:
                 ctcs.append(ctc(f"{name}, zero-init PE", labels, seed, name))
-            if args.best in pretrains:
+            if args.best in pretrains and not args.no_headline:
                 ctcs.append(ctc(f"{args.best}, no PE", labels, seed, args.best, pe="none"))
             if args.scratch_no_pe:
                 ctcs.append(ctc("scratch, no PE", labels, seed, pe="none"))
