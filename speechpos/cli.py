@@ -43,10 +43,15 @@ def main(argv=None) -> int:
     t.add_argument("--batch-seconds", type=float, default=120.0,
                    help="padded audio per batch (default 120 s)")
     t.add_argument("--times", action="store_true", help="JSONL: add word start/end times (CTM has them)")
+    t.add_argument("--lm", action="store_true",
+                   help="decode with the model's n-gram LM (see `speechpos export --lm-text/--lm-arpa`)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     e = sub.add_parser("export", help="write a trained CTC run as a SpeechBrain model folder (EncoderASR)")
     e.add_argument("run", help="output folder of asr_ctc.py")
     e.add_argument("out", help="the folder to write")
+    e.add_argument("--lm-text", help="build the folder's word n-gram LM from this text (one sentence a line)")
+    e.add_argument("--lm-arpa", help="put this ARPA LM in the folder (its unigrams make the lexicon)")
+    e.add_argument("--lm-order", type=int, default=3, help="n-gram order for --lm-text (default 3)")
     f = sub.add_parser("features", help="save encoder features of one file as .npy")
     f.add_argument("run", help="output folder of asr_ctc.py or pretrain.py")
     f.add_argument("audio", help="an audio file (any rate/channels: resampled to 16 kHz mono)")
@@ -64,7 +69,7 @@ def main(argv=None) -> int:
     if args.command == "keyword":
         return _keyword(args)
     if args.command == "export":
-        return _export(args)
+        return _export(args, argv)
     if args.command == "transcribe":
         return _transcribe(args)
     try:
@@ -94,7 +99,11 @@ def _transcribe(args) -> int:
         if not paths:
             raise ValueError("no audio given: name files or folders, or --list FILE")
         files = list_audio(paths)
+        if args.lm and (args.times or args.format == "ctm"):
+            raise ValueError("word times come from the greedy CTC path: --lm goes with --format text or jsonl")
         model = SpeechModel.from_run(args.run, device=args.device)
+        if args.lm:
+            model.use_lm()
         summary = transcribe_files(model, files, args.output, fmt=args.format,
                                    batch_seconds=args.batch_seconds, progress=not args.no_progress,
                                    times=args.times)
@@ -107,15 +116,16 @@ def _transcribe(args) -> int:
     return 1 if summary.failed else 0
 
 
-def _export(args) -> int:
+def _export(args, argv=None) -> int:
     """The ``export`` subcommand (:func:`speechpos.inference.export.export_run`)."""
     import shlex
 
     from speechpos.inference.export import ExportError, export_run
 
     try:
-        out = export_run(args.run, args.out, command=shlex.join(["speechpos", "export", args.run, args.out]))
-    except (RunError, ExportError, CheckpointMismatchError, ValueError) as err:
+        out = export_run(args.run, args.out, command=shlex.join(["speechpos", *(argv or sys.argv[1:])]),
+                         lm_text=args.lm_text, lm_arpa=args.lm_arpa, lm_order=args.lm_order)
+    except (RunError, ExportError, CheckpointMismatchError, ValueError, FileNotFoundError) as err:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2
     print(f"{out}: EncoderASR.from_hparams(source={str(out)!r}, savedir=...) loads it")

@@ -54,6 +54,8 @@ class SpeechModel:
         self.ctc_lin = None if ctc_lin is None else ctc_lin.to(device).eval()
         self.sample_rate = hparams["sample_rate"]
         self.min_samples = min_samples_for_patch(hparams["patch_frames"], sample_rate=self.sample_rate)
+        self.saved_lm = None  # the run's or export's n-gram LM: {"arpa", "lexicon", weights...}
+        self.lm_decoder = None
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "cpu") -> SpeechModel:
@@ -89,7 +91,30 @@ class SpeechModel:
         )
         if checkpointer.recover_if_possible(min_key="WER") is None:
             raise RunError(f"{save}: no checkpoint to load")
-        return cls(hparams, tokenizer, ctc_lin, device)
+        model = cls(hparams, tokenizer, ctc_lin, device)
+        arpa = save / f"lm_{hparams.get('lm_order', 3)}gram.arpa"
+        if arpa.is_file() and (save / "lm_lexicon.txt").is_file():
+            model.saved_lm = {"arpa": str(arpa), "lexicon": str(save / "lm_lexicon.txt"),
+                              "lm_weight": hparams["lm_weight"], "word_score": hparams["word_score"],
+                              "beam_size": hparams["lm_beam_size"], "source": f"the run's {arpa.name}"}
+        return model
+
+    def use_lm(self, arpa: str | None = None, lexicon: str | None = None, lm_weight: float | None = None,
+               word_score: float | None = None, beam_size: int | None = None) -> None:
+        """Decode with a word n-gram LM from now on (:class:`~speechpos.speech.lm_decoding.LMDecoder`):
+        the files and weights given, else those saved with the model (:attr:`saved_lm`)."""
+        from speechpos.speech.lm_decoding import LMDecoder
+
+        saved = self.saved_lm or {}
+        if arpa is None and not saved:
+            raise RunError("this model has no n-gram LM: export it with --lm-text or --lm-arpa, "
+                           "or train it with --lm_decoding=True")
+        self.lm_decoder = LMDecoder(
+            self.tokenizer, str(arpa or saved["arpa"]), str(lexicon or saved["lexicon"]),
+            lm_weight=saved.get("lm_weight", 1.0) if lm_weight is None else lm_weight,
+            word_score=saved.get("word_score", -1.0) if word_score is None else word_score,
+            beam_size=saved.get("beam_size", 50) if beam_size is None else beam_size,
+        )
 
     def load_audio(self, path: str) -> torch.Tensor:
         """Mono waveform of one file at the model's sample rate (downmixed and resampled if
@@ -116,8 +141,11 @@ class SpeechModel:
         return log_probs, lengths.float() / log_probs.shape[1]
 
     def transcribe_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor) -> list[str]:
-        """Greedy CTC transcripts of a padded batch."""
-        return greedy_decode(*self.ctc_log_probs(wavs, rel_lengths), self.tokenizer)
+        """CTC transcripts of a padded batch: greedy, or with the LM after :meth:`use_lm`."""
+        log_probs, lengths = self.ctc_log_probs(wavs, rel_lengths)
+        if self.lm_decoder is not None:
+            return self.lm_decoder(log_probs, lengths)
+        return greedy_decode(log_probs, lengths, self.tokenizer)
 
     @property
     def frame_seconds(self) -> float:
@@ -128,6 +156,8 @@ class SpeechModel:
     def transcribe_batch_with_times(self, wavs: torch.Tensor, rel_lengths: torch.Tensor):
         """Greedy transcripts of a padded batch and their words as ``(word, start_s, end_s)``,
         timed by the frames of the best CTC path (one frame is :attr:`frame_seconds`)."""
+        if self.lm_decoder is not None:
+            raise RunError("word times come from the greedy CTC path: not with the LM")
         log_probs, lengths = self.ctc_log_probs(wavs, rel_lengths)
         texts = greedy_decode(log_probs, lengths, self.tokenizer)
         return texts, greedy_word_times(log_probs, lengths, self.tokenizer, self.frame_seconds)

@@ -115,6 +115,37 @@ class ExportError(ValueError):
     """A run cannot be exported."""
 
 
+def export_lm(model: SpeechModel, out: Path, lm_text=None, lm_arpa=None, order: int = 3) -> dict | None:
+    """Write ``lm.arpa`` and ``lm_lexicon.txt`` into ``out`` (see :func:`export_run`); returns
+    their settings, or None when there is no LM to export."""
+    from speechpos.speech.lm import arpa_words, lexicon_entries, write_lexicon
+    from speechpos.speech.lm_decoding import build_lm_files, decoder_tokens, read_lm_text
+
+    hp = model.hparams
+    settings = {"arpa": "lm.arpa", "lexicon": "lm_lexicon.txt", "lm_weight": hp.get("lm_weight", 1.0),
+                "word_score": hp.get("word_score", -1.0), "beam_size": hp.get("lm_beam_size", 50)}
+    if lm_arpa:
+        units = set(decoder_tokens(model.tokenizer))
+        entries = lexicon_entries(arpa_words(lm_arpa), units)
+        if not entries:
+            raise ExportError(f"{lm_arpa}: none of its words can be spelled with the model's units")
+        shutil.copy(lm_arpa, out / "lm.arpa")
+        write_lexicon(entries, str(out / "lm_lexicon.txt"))
+        return {**settings, "source": f"ARPA {lm_arpa} ({len(entries)} words in the lexicon)"}
+    if lm_text:
+        with tempfile.TemporaryDirectory() as tmp:
+            arpa, lexicon = build_lm_files(tmp, read_lm_text(lm_text), model.tokenizer, order,
+                                           source=f"lm_text {lm_text}")
+            shutil.copy(arpa, out / "lm.arpa")
+            shutil.copy(lexicon, out / "lm_lexicon.txt")
+        return {**settings, "source": f"{order}-gram of lm_text {lm_text}"}
+    if model.saved_lm:
+        shutil.copy(model.saved_lm["arpa"], out / "lm.arpa")
+        shutil.copy(model.saved_lm["lexicon"], out / "lm_lexicon.txt")
+        return {**settings, "source": model.saved_lm["source"]}
+    return None
+
+
 def sentencepiece_rows(n_units: int) -> list[int]:
     """Rows of a speechpos SentencePiece CTC layer (blank, unit 0 = ``<unk>``, unit 1, ...) in
     SpeechBrain's order (blank, unit 1, unit 2, ...): ``<unk>`` dropped, the blank at 0.
@@ -125,13 +156,20 @@ def sentencepiece_rows(n_units: int) -> list[int]:
     return [0, *range(2, n_units)]
 
 
-def export_run(run: str | Path, out: str | Path, command: str | None = None) -> Path:
+def export_run(run: str | Path, out: str | Path, command: str | None = None,
+               lm_text: str | None = None, lm_arpa: str | None = None, lm_order: int = 3) -> Path:
     """Write ``run``'s best checkpoint as a SpeechBrain inference folder ``out`` (created; files
     already there are replaced); a pretraining run's encoder goes through
     :func:`export_encoder`. Returns ``out``.
 
     Raises :class:`~speechpos.inference.asr.RunError` for a folder that is not a speechpos run
-    and :class:`ExportError` when ``out`` is the run itself."""
+    and :class:`ExportError` when ``out`` is the run itself.
+
+    The n-gram LM (characters only) goes into the folder too: built from ``lm_text`` (one
+    sentence a line, upper case, as LibriSpeech's ``librispeech-lm-norm.txt``), or a ready
+    ``lm_arpa`` with a lexicon of its unigrams, or else the run's own (``asr_ctc.py
+    --lm_decoding=True``), with the run's ``lm_weight``/``word_score``; ``speechpos transcribe
+    --lm`` decodes with it (SpeechBrain's ``EncoderASR`` decodes greedy)."""
     run, out = Path(run), Path(out)
     if out.resolve() == run.resolve():
         raise ExportError(f"{out}: export into a new folder, not into the run")
@@ -169,7 +207,7 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None) -> 
     ), encoding="utf-8")
     results = _read_json(run / "results.json")
     meta = {"format": 1, "source_run": str(run.resolve()), "token_type": token_type,
-            "command": command, "results": results}
+            "command": command, "results": results, "lm": export_lm(model, out, lm_text, lm_arpa, lm_order)}
     (out / EXPORT_MARKER).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     (out / "README.md").write_text(model_card(hp, results, run, command), encoding="utf-8")
     return out
@@ -298,7 +336,11 @@ def load_export(folder: str | Path, device: str = "cpu") -> SpeechModel:
         raise ExportError(f"{folder}: speechpos loads exported character models; load a "
                           "SentencePiece export with speechbrain's EncoderASR")
     hp = {**hp, "encoder": hp["encoder_model"]}
-    return SpeechModel(hp, CharTokenizer(hp["tokenizer"]), hp["ctc_lin"], device)
+    model = SpeechModel(hp, CharTokenizer(hp["tokenizer"]), hp["ctc_lin"], device)
+    lm = _read_json(folder / EXPORT_MARKER).get("lm")
+    if lm:
+        model.saved_lm = {**lm, "arpa": str(folder / lm["arpa"]), "lexicon": str(folder / lm["lexicon"])}
+    return model
 
 
 def check_loaded(pretrainer, folder: Path) -> None:

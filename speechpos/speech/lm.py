@@ -202,6 +202,34 @@ def lexicon_entries(words: Iterable[str], units) -> dict[str, list[str]]:
     }
 
 
+def arpa_words(path: str) -> list[str]:
+    """The words of an ARPA file's unigram section (``<s>``, ``</s>`` and ``<unk>`` left out):
+    the vocabulary of a ready LM such as LibriSpeech's official 3-gram/4-gram.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "lm.arpa")
+    >>> write_arpa(["CAT HAT", "CAT"], p, order=2)
+    >>> arpa_words(p)
+    ['CAT', 'HAT']
+    """
+    words, section = [], None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("\\"):
+                section = line
+                if line == "\\2-grams:" or line == "\\end\\":
+                    break
+                continue
+            if section == "\\1-grams:" and line:
+                fields = line.split()
+                if len(fields) >= 2 and fields[1] not in ("<s>", "</s>", "<unk>", UNK):
+                    words.append(fields[1])
+    if not words:
+        raise LMTextError(f"{path}: no unigram section with words; not an ARPA language model")
+    return words
+
+
 def write_lexicon(entries: dict[str, list[str]], path: str) -> None:
     """The lexicon file of torchaudio's ``ctc_decoder``: ``word<TAB>unit unit ... |`` lines."""
     with open(path, "w", encoding="utf-8") as f:

@@ -176,3 +176,54 @@ def test_transcribe_writes_ctm(exported, tiny_librispeech, tmp_path):
         if not line.startswith(";;"):
             name, channel, start, dur, word = line.split(" ")
             assert channel == "1" and float(start) >= 0 and float(dur) > 0 and word
+
+
+def test_the_lm_goes_into_the_export_from_text_or_arpa(scratch_ctc_run, exported, tiny_librispeech, tmp_path):
+    from speechpos.inference import SpeechModel
+
+    sentences = []
+    for trans in sorted(Path(tiny_librispeech, "train-clean-100").rglob("*.trans.txt")):
+        sentences += [line.split(" ", 1)[1] for line in trans.read_text().splitlines()]
+    text = tmp_path / "lm.txt"
+    text.write_text("\n".join(sentences) + "\n")
+    with_lm = tmp_path / "with_lm"
+    proc = subprocess.run([*CLI, "export", str(scratch_ctc_run), str(with_lm), "--lm-text", str(text)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((with_lm / "speechpos_export.json").read_text())
+    assert meta["lm"]["source"] == f"3-gram of lm_text {text}"
+    files = _test_files(tiny_librispeech)[:4]
+    out = tmp_path / "lm.jsonl"
+    proc = subprocess.run([*CLI, "transcribe", str(with_lm), *files, "--lm", "--format", "jsonl",
+                           "--output", str(out), "--batch-seconds", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    # The recipe's decoder (LMDecoder) on the run's own log-probabilities, with the same files.
+    direct = SpeechModel.from_run(scratch_ctc_run)
+    direct.use_lm(with_lm / "lm.arpa", with_lm / "lm_lexicon.txt", lm_weight=meta["lm"]["lm_weight"],
+                  word_score=meta["lm"]["word_score"], beam_size=meta["lm"]["beam_size"])
+    assert texts == [direct.transcribe_file(f) for f in files]
+    vocabulary = {w for s in sentences for w in s.split()}
+    assert any(texts) and all(set(t.split()) <= vocabulary for t in texts)
+    # A ready ARPA file: its unigrams make the lexicon; the same LM gives the same transcripts.
+    from_arpa = tmp_path / "from_arpa"
+    proc = subprocess.run([*CLI, "export", str(scratch_ctc_run), str(from_arpa), "--lm-arpa",
+                           str(with_lm / "lm.arpa")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    model = SpeechModel.from_run(from_arpa)
+    model.use_lm()
+    assert [model.transcribe_file(f) for f in files] == texts
+
+
+def test_lm_refusals_are_one_line_errors(exported, tiny_librispeech, tmp_path):
+    audio = _test_files(tiny_librispeech)[0]
+    proc = subprocess.run([*CLI, "transcribe", str(exported), audio, "--lm"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("speechpos: error: this model has no n-gram LM: export it with --lm-text "
+                                   "or --lm-arpa, or train it with --lm_decoding=True")
+    proc = subprocess.run([*CLI, "transcribe", str(exported), audio, "--lm", "--format", "ctm"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("speechpos: error: word times come from the greedy CTC path: "
+                                   "--lm goes with --format text or jsonl")
