@@ -2,12 +2,15 @@
 """Transcription at scale, measured: export a CTC run, check that SpeechBrain's EncoderASR
 gives the run's transcripts, then transcribe >= 1,000 files with two corrupt ones among them.
 
-1. ``speechpos export`` of ``--run`` into ``<out>/model``;
+1. ``speechpos export`` of ``--run`` into ``<out>/model``, with the run's own n-gram LM (built
+   from its training transcripts as ``asr_ctc.py --lm_decoding=True`` does; ``--no-lm``: none);
 2. parity on test-clean: greedy transcripts of every file through ``SpeechModel`` (the run
    folder) and through ``EncoderASR.from_hparams`` (the exported folder), and the WER of each;
+   the LM WER of the recipe's decoder on its own test batches against ``speechpos transcribe
+   --lm`` on the exported folder; word times checked by a 1-s shift (silence put in front);
 3. load: ``--files`` training files of the corpus plus two corrupt files (at 10 % and 60 % of
    the list), transcribed by ``speechpos.inference.transcribe.transcribe_files`` into JSONL,
-   once per ``--threads`` value, each in a fresh process: files/s, real-time factor, peak RSS,
+   greedy and with the LM, once per ``--threads`` value, each in a fresh process: files/s, real-time factor, peak RSS,
    RSS at 10 %, 50 % and 100 % of the files, and the files reported as failed.
 
 Writes ``<docs>/transcribe_load.{md,json,png}`` (the PNG: RSS against progress).
@@ -15,12 +18,13 @@ Writes ``<docs>/transcribe_load.{md,json,png}`` (the PNG: RSS against progress).
 Usage::
 
     .venv/bin/python tools/transcribe_load.py --run results/pretraining_study/ctc_scratch_sinusoidal_pe_1h_0
-    .venv/bin/python tools/transcribe_load.py --run RUN --files 40 --threads 1 --docs /tmp/docs   # quick
+    .venv/bin/python tools/transcribe_load.py --run RUN --files 40 --threads 1 --no-lm --docs /tmp/docs
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import platform
 import resource
@@ -53,6 +57,8 @@ def worker(args) -> int:
     files = Path(args.worker_list).read_text().split("\n")[:-1]
     t0 = time.perf_counter()
     model = SpeechModel.from_run(args.worker_model)
+    if args.worker_lm:
+        model.use_lm()
     load_s = time.perf_counter() - t0
     trace = []
 
@@ -81,12 +87,17 @@ def rss_at(trace: list, total: int, fraction: float) -> float:
     return trace[-1][1]
 
 
-def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path) -> dict:
-    """Greedy transcripts of every test-clean file through the run and the export."""
+def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path, lm: bool) -> dict:
+    """Every test-clean file through the run (SpeechModel) and the export (EncoderASR): greedy
+    transcripts and WER; with ``lm``, the recipe's LM WER (its decoder on its batches) against
+    ``speechpos transcribe --lm``'s on the exported folder; word times under a 1-s shift."""
     import jiwer
+    import torch
     from speechbrain.inference.ASR import EncoderASR
+    from tune_lm import dev_log_probs, wer
 
     from speechpos.inference import SpeechModel
+    from speechpos.inference.transcribe import transcribe_files
 
     refs = {}
     for trans in sorted((corpus / "test-clean").rglob("*.trans.txt")):
@@ -96,14 +107,48 @@ def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path) -> dict:
     ours_model = SpeechModel.from_run(run)
     asr = EncoderASR.from_hparams(source=str(model_dir), savedir=str(savedir))
     files = sorted(refs)
+    ref = [refs[f] for f in files]
     ours = [ours_model.transcribe_file(f) for f in files]
     theirs = [" ".join(asr.transcribe_file(f).split()) for f in files]
-    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
-    ref = [refs[f] for f in files]
-    return {"files": len(files), "identical": same,
-            "wer_speechpos": round(100 * jiwer.wer(ref, ours), 2),
-            "wer_encoder_asr": round(100 * jiwer.wer(ref, theirs), 2),
-            "differing": [[f, a, b] for f, a, b in zip(files, ours, theirs, strict=True) if a != b][:5]}
+    result = {"files": len(files), "identical": sum(a == b for a, b in zip(ours, theirs, strict=True)),
+              "wer_speechpos": round(100 * jiwer.wer(ref, ours), 2),
+              "wer_encoder_asr": round(100 * jiwer.wer(ref, theirs), 2),
+              "differing": [[f, a, b] for f, a, b in zip(files, ours, theirs, strict=True) if a != b][:5]}
+
+    # Word times: one second of silence in front of each file should move its words by 1 s.
+    errors, matched, total = [], 0, 0
+    for f in files:
+        wav = ours_model.load_audio(f)
+        shifted = torch.cat([torch.zeros(ours_model.sample_rate), wav])
+        _, (w0,) = ours_model.transcribe_batch_with_times(wav[None], torch.ones(1))
+        _, (w1,) = ours_model.transcribe_batch_with_times(shifted[None], torch.ones(1))
+        total += len(w0)
+        sm = difflib.SequenceMatcher(None, [w for w, _, _ in w0], [w for w, _, _ in w1], autojunk=False)
+        for block in sm.get_matching_blocks():
+            for k in range(block.size):
+                a, b = w0[block.a + k], w1[block.b + k]
+                errors.append(abs(b[1] - a[1] - 1.0))
+                matched += 1
+    errors.sort()
+    result["timing"] = {"words": total, "matched_after_shift": matched,
+                        "mean_abs_error_s": round(sum(errors) / max(len(errors), 1), 4),
+                        "p95_abs_error_s": round(errors[int(0.95 * (len(errors) - 1))], 4) if errors else None,
+                        "frame_s": ours_model.frame_seconds}
+    if lm:
+        csv = ours_model.hparams["test_csvs"]["test-clean"]
+        lm_model = SpeechModel.from_run(run)
+        lm_model.use_lm()
+        batches = dev_log_probs(lm_model, csv)
+        result["wer_lm_recipe"] = round(wer(batches, lm_model.lm_decoder), 2)
+        exported = SpeechModel.from_run(model_dir)
+        exported.use_lm()
+        out = savedir / "lm_parity.jsonl"
+        out.unlink(missing_ok=True)
+        transcribe_files(exported, files, out, fmt="jsonl", progress=False)
+        hyps = {r["path"]: r["text"] for r in map(json.loads, out.read_text().splitlines())}
+        result["wer_lm_transcribe"] = round(100 * jiwer.wer(ref, [hyps[f] for f in files]), 2)
+        result["lm"] = {k: v for k, v in exported.saved_lm.items() if k not in ("arpa", "lexicon")}
+    return result
 
 
 def main(argv=None) -> int:
@@ -118,6 +163,8 @@ def main(argv=None) -> int:
     for name in ("worker-model", "worker-list", "worker-output"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-lm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-lm", action="store_true", help="greedy only (no n-gram LM rows)")
     args = parser.parse_args(argv)
     if args.worker_model:
         return worker(args)
@@ -130,8 +177,16 @@ def main(argv=None) -> int:
 
     command = "python tools/transcribe_load.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    lm = not args.no_lm
+    if lm:  # the run's own LM, as asr_ctc.py --lm_decoding=True builds it (the export takes it)
+        from tune_lm import run_lm
+
+        from speechpos.inference import SpeechModel
+
+        run_lm(SpeechModel.from_run(args.run), args.run)
     model_dir = export_run(args.run, args.out / "model", command=f"speechpos export {args.run} {args.out / 'model'}")
-    par = parity(args.run, model_dir, args.corpus, args.out / "sb_cache")
+    par = parity(args.run, model_dir, args.corpus, args.out / "sb_cache", lm)
     print(f"parity: {par['identical']}/{par['files']} identical", flush=True)
 
     files = sorted(str(p) for p in (args.corpus / "train-clean-100").rglob("*.flac"))[: args.files]
@@ -146,53 +201,70 @@ def main(argv=None) -> int:
     listing.write_text("\n".join(files) + "\n")
 
     runs = []
-    for threads in args.threads:
+    for decoding, threads in [(d, t) for d in (("greedy", "lm") if lm else ("greedy",)) for t in args.threads]:
         proc = subprocess.run(
             [sys.executable, __file__, f"--worker-model={model_dir}", f"--worker-list={listing}",
-             f"--worker-output={args.out / f'out_{threads}.jsonl'}", f"--worker-threads={threads}",
-             f"--batch-seconds={args.batch_seconds}"],
+             f"--worker-output={args.out / f'out_{decoding}_{threads}.jsonl'}", f"--worker-threads={threads}",
+             f"--batch-seconds={args.batch_seconds}", *(["--worker-lm"] if decoding == "lm" else [])],
             capture_output=True, text=True, check=True,
         )
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        r["threads"] = threads
+        r["threads"], r["decoding"] = threads, decoding
         r["files_per_s"] = round(r["done"] / r["wall_seconds"], 2)
         r["rss_10"], r["rss_50"], r["rss_100"] = (rss_at(r["trace"], len(files), f) for f in (0.1, 0.5, 1.0))
         r["rss_growth_pct"] = round(100 * (r["rss_100"] - r["rss_10"]) / r["rss_10"], 1)
         runs.append(r)
-        print(f"{threads} thread(s): {r['done']} files, rtf {r['rtf']}, failed {len(r['failed'])}", flush=True)
+        print(f"{decoding}, {threads} thread(s): {r['done']} files, rtf {r['rtf']}, failed {len(r['failed'])}",
+              flush=True)
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in runs:
         ax.plot([100 * d / len(files) for d, _ in r["trace"]], [m for _, m in r["trace"]],
-                label=f"{r['threads']} thread(s)")
+                label=f"{r['decoding']}, {r['threads']} thread(s)")
     ax.set_xlabel("files done (%)")
     ax.set_ylabel("RSS (MiB)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, args.docs / "transcribe_load.png", "Transcribing many files: memory stays flat")
+    _save(fig, args.docs / "transcribe_load.png", "Transcribing many files: memory against progress")
 
     machine = (f"{platform.machine()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-               f"`precision` fp32 (inference)")
-    setup = (f"`{command}` on `{args.corpus.name}`: the run `{args.run}` exported with `speechpos export`, "
-             f"then {len(files)} files ({args.files} training utterances and 2 corrupt files) transcribed "
-             f"greedy into JSONL, batches of at most {args.batch_seconds:g} s of padded audio, each thread "
-             f"count in a fresh process. Machine: {machine}. LM decoding is not measured here yet.")
-    parity_table = markdown_table(
-        ["test-clean files", "identical transcripts", "WER via SpeechModel", "WER via EncoderASR"],
-        [[par["files"], par["identical"], par["wer_speechpos"], par["wer_encoder_asr"]]])
-    load_table = markdown_table(
-        ["threads", "files done", "failed (reported)", "audio h", "wall s", "files/s", "real-time factor",
-         "model load s", "peak RSS MiB", "RSS 10 % / 50 % / 100 %", "RSS growth 10→100 %"],
-        [[r["threads"], r["done"], len(r["failed"]), round(r["audio_seconds"] / 3600, 2), r["wall_seconds"],
-          r["files_per_s"], r["rtf"], r["load_seconds"], r["peak_rss_mib"],
-          f"{r['rss_10']} / {r['rss_50']} / {r['rss_100']}", f"{r['rss_growth_pct']} %"] for r in runs])
-    failed = "\n".join(f"- `{m}`" for m in runs[0]["failed"])
-    table = ("### EncoderASR against the run (greedy)\n\n" + parity_table +
-             "\n\n### Load\n\n" + load_table + "\n\nReported and skipped:\n\n" + failed +
-             "\n\n![RSS against progress](transcribe_load.png)")
-    write_report(setup, table, args.docs / "transcribe_load.md")
+               "fp32 inference")
+    setup = (f"`{command}` on `{args.corpus.name}`: the run `{args.run}` exported with `speechpos export`"
+             + (" (with the run's own n-gram LM, built from its training transcripts as "
+                "`asr_ctc.py --lm_decoding=True` builds it)" if lm else "")
+             + f", then {len(files)} files ({args.files} training utterances and 2 corrupt files) transcribed "
+             f"into JSONL by `speechpos.inference.transcribe.transcribe_files` (as `speechpos transcribe`), "
+             f"batches of at most {args.batch_seconds:g} s of padded audio, each decoding and thread count in "
+             f"a fresh process. Machine: {machine}.")
+    parity_rows = [["greedy: SpeechModel (run folder)", par["wer_speechpos"]],
+                   ["greedy: EncoderASR (exported folder)", par["wer_encoder_asr"]]]
+    if lm:
+        parity_rows += [["LM: the recipe's decoder on its test batches", par["wer_lm_recipe"]],
+                        ["LM: `speechpos transcribe --lm` on the exported folder", par["wer_lm_transcribe"]]]
+    t = par["timing"]
+    parts = [
+        f"### The exported model against the run ({par['files']} test-clean files)",
+        f"Identical greedy transcripts, EncoderASR vs SpeechModel: **{par['identical']} of {par['files']}**.",
+        markdown_table(["decoding path", "test-clean WER %"], parity_rows),
+        "### Word times (greedy CTC path)",
+        f"One second of silence put in front of each test-clean file: {t['matched_after_shift']} of "
+        f"{t['words']} words found again; their start moved by 1 s with a mean error of "
+        f"{t['mean_abs_error_s']} s (95th percentile {t['p95_abs_error_s']} s; one output frame is "
+        f"{t['frame_s']:g} s).",
+        "### Load",
+        markdown_table(
+            ["decoding", "threads", "files done", "failed (reported)", "audio h", "wall s", "files/s",
+             "real-time factor", "model load s", "peak RSS MiB", "RSS at 10 / 50 / 100 % MiB",
+             "RSS growth 10→100 %"],
+            [[r["decoding"], r["threads"], r["done"], len(r["failed"]), round(r["audio_seconds"] / 3600, 2),
+              r["wall_seconds"], r["files_per_s"], r["rtf"], r["load_seconds"], r["peak_rss_mib"],
+              f"{r['rss_10']} / {r['rss_50']} / {r['rss_100']}", f"{r['rss_growth_pct']} %"] for r in runs]),
+        "Reported and skipped (every run):\n\n" + "\n".join(f"- `{m}`" for m in runs[0]["failed"]),
+        "![RSS against progress](transcribe_load.png)",
+    ]
+    write_report(setup, "\n\n".join(parts), args.docs / "transcribe_load.md")
     (args.docs / "transcribe_load.json").write_text(json.dumps(
         {"command": command, "machine": machine, "parity": par, "load": runs}, indent=1))
     return 0
