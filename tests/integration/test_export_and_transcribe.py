@@ -227,3 +227,27 @@ def test_lm_refusals_are_one_line_errors(exported, tiny_librispeech, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("speechpos: error: word times come from the greedy CTC path: "
                                    "--lm goes with --format text or jsonl")
+
+
+def test_a_sentencepiece_model_decodes_the_same_through_encoder_asr(tiny_librispeech, tmp_path):
+    """SentencePiece units: the export moves the CTC rows to SpeechBrain's convention (blank and
+    <unk> share index 0), so EncoderASR's greedy decoding gives the run's transcripts."""
+    from speechbrain.inference.ASR import EncoderASR
+
+    from speechpos.inference import SpeechModel
+
+    run = tmp_path / "sp_run"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}", f"--output_folder={run}",
+        "--number_of_steps=150", "--dynamic_batching=False", "--token_type=sentencepiece",
+        "--sentencepiece_vocab=40", *TINY_MODEL,
+    )
+    out = tmp_path / "sp_model"
+    proc = subprocess.run([*CLI, "export", str(run), str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    asr = EncoderASR.from_hparams(source=str(out), savedir=str(tmp_path / "sb"))
+    ours = SpeechModel.from_run(run)
+    files = _test_files(tiny_librispeech)
+    ours_text = [ours.transcribe_file(f) for f in files]
+    assert sum(map(len, ours_text)) > 0
+    assert [" ".join(asr.transcribe_file(f).split()) for f in files] == ours_text
