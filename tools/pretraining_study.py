@@ -119,6 +119,55 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+TARGET_GAIN_PCT = {"1h": 15.0, "10h": 5.0}
+
+
+def target_lines(rows: list[dict], labels: list[str]) -> str:
+    """The issue's targets, as bullet lines: the best position or joint row's relative gain over
+    scratch (WER and CER) at each label budget, and every joint row against BEST-RQ."""
+
+    def stats(name, labels, key="test_clean_wer"):
+        v = [r[key] for r in rows if r["name"] == name and r["labels"] == labels]
+        if not v:
+            return None
+        sd = statistics.stdev(v) if len(v) > 1 else None
+        return statistics.mean(v), sd, len(v)
+
+    def fmt(st):
+        m, sd, n = st
+        return f"{m:.1f}" + (f" ± {sd:.1f}" if sd is not None else "") + f" ({n} seed{'s' if n > 1 else ''})"
+
+    lines = []
+    for b in labels:
+        scratch = stats("scratch, sinusoidal PE", b)
+        candidates = {r["name"] for r in rows if r["labels"] == b and r["name"].startswith(("MP3", "joint"))
+                      and not r["name"].startswith("probe")}
+        if not scratch or not candidates:
+            continue
+        best = min(candidates, key=lambda n: stats(n, b)[0])
+        w, c = stats(best, b), stats(best, b, "test_clean_cer")
+        sc = stats("scratch, sinusoidal PE", b, "test_clean_cer")
+        gain = 100 * (scratch[0] - w[0]) / scratch[0]
+        cgain = 100 * (sc[0] - c[0]) / sc[0]
+        target = TARGET_GAIN_PCT.get(b)
+        verdict = "" if target is None else (f" (target {target:g} %: **{'met' if gain >= target else 'not met'}**)")
+        lines.append(f"- {b} of labels: best position-prediction row `{best}`, test WER {fmt(w)} against "
+                     f"scratch {fmt(scratch)}: **{gain:.1f} % relative**{verdict}; CER {c[0]:.1f} against "
+                     f"{sc[0]:.1f} ({cgain:.1f} %).")
+        bestrq = stats("BEST-RQ, zero-init PE", b)
+        if bestrq:
+            lines.append(f"- {b}: BEST-RQ {fmt(bestrq)}, {100 * (scratch[0] - bestrq[0]) / scratch[0]:.1f} % "
+                         "relative over scratch.")
+            for name in sorted(n for n in candidates if n.startswith("joint")):
+                j = stats(name, b)
+                better = j[0] < bestrq[0]
+                lines.append(f"- {b}: `{name}` {fmt(j)} against BEST-RQ {fmt(bestrq)}: "
+                             f"**{'beats' if better else 'does not beat'} BEST-RQ** on the mean"
+                             + ("" if j[2] > 1 and bestrq[2] > 1 else " (one seed: not the target's 2-seed mean)")
+                             + ".")
+    return "\n".join(lines) if lines else "(no row to compare)"
+
+
 def step_speedups(out: Path, model: list[str]) -> dict:
     """Median step time of the pretraining step, unmasked vs context 0.25 + 1/3 of the targets."""
     cache = out / "step_speed.json"
@@ -208,6 +257,10 @@ def main(argv=None) -> int:
                         help="also pretrain --best and BEST-RQ for these minutes (e.g. 10 90)")
     parser.add_argument("--scaling-labels", choices=list(LOW_LABEL_SECONDS), default="1h",
                         help="label budget of the scaling rows")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the report from the runs already finished (the others are "
+                             "listed as not run)")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report's setup")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
@@ -300,7 +353,13 @@ def main(argv=None) -> int:
     ctcs.sort(key=lambda r: r.info["pretrainer"] is not None)
     print(f"[1/2] {len(pretrains)} pretrainings of {args.pretrain_minutes:g} min, then "
           f"{len(ctcs)} CTC fine-tunings of {args.ctc_steps} steps", flush=True)
-    run_all(list(pretrains.values()) + ctcs, args.jobs, args.threads, out / "logs")
+    not_run = []
+    if args.report_only:
+        not_run = [r.name for r in [*pretrains.values(), *ctcs] if not r.done]
+        ctcs = [r for r in ctcs if r.done]
+        pretrains = {n: r for n, r in pretrains.items() if r.done}
+    else:
+        run_all(list(pretrains.values()) + ctcs, args.jobs, args.threads, out / "logs")
 
     print("[2/2] step speed, table and plot", flush=True)
     speed = step_speedups(out, preset["model"])
@@ -407,6 +466,8 @@ def main(argv=None) -> int:
         f"{recipe}, lr 2e-3, checkpoint on dev WER, greedy decoding; "
         f"training time of the {len(ctcs)} fine-tunings {ctc_seconds / 3600:.1f} h in all "
         f"(this invocation's wall time {time.time() - t0:.0f} s; finished runs are kept)."
+        + (f" {args.note}" if args.note else "")
+        + (f" Not run (no result): {', '.join(not_run)}." if not_run else "")
     )
     parts = [
         setup, "### Test-clean WER / CER (%), mean ± std over seeds",
@@ -414,6 +475,7 @@ def main(argv=None) -> int:
         markdown_table(headers, cells),
         "### Pretraining (equal training wall time)", pre_table,
     ]
+    parts += ["### Against the targets", target_lines(rows, args.labels)]
     if scaling:
         parts += [f"### Scaling: gain over scratch against pretraining time ({args.scaling_labels} of labels)",
                   markdown_table(["pretrainer", "pretraining min", "test WER", "scratch WER", "relative gain %",

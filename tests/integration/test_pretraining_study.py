@@ -56,6 +56,14 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
     report = json.loads((docs / "pretraining_study.json").read_text())
     assert {r["seed"] for r in report["rows"]} == {0} and len(report["rows"]) == len(rows)
     assert "--limit 10s=0 --limit 30s=0" in report["setup"]
+    assert "### Against the targets" in (docs / "pretraining_study.md").read_text()
+
+    # --report-only runs nothing: seed 1's fine-tunings are listed as not run, seed 0's rows kept.
+    partial = study(tiny_librispeech, out, docs, "--seeds", "0", "1", "--report-only", "--note", "A note.")
+    assert partial.returncode == 0 and "started" not in partial.stdout, partial.stdout[-3000:]
+    report = json.loads((docs / "pretraining_study.json").read_text())
+    assert {r["seed"] for r in report["rows"]} == {0} and len(report["rows"]) == len(rows)
+    assert "A note. Not run (no result): ctc_scratch_sinusoidal_pe_10s_1, " in report["setup"]
 
     # Scaling rows: the best position row and BEST-RQ also pretrained for 0.1 min (the 0.05-min
     # runs above are kept and join the curve), fine-tuned at 30 s, the gain tabled and plotted.
