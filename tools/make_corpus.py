@@ -23,7 +23,7 @@ import json
 import logging
 import sys
 
-from speechpos.corpora.librispeech import DEV, SIZES, TEST, TRAIN, make_corpus
+from speechpos.corpora.librispeech import DEV, SIZES, TEST, TRAIN, make_corpus, write_lm_text
 from speechpos.corpora.text import SOURCES
 from speechpos.corpora.tts import ENGINES
 
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     p.add_argument("--overwrite", action="store_true", help="remake a corpus of other settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lm-text", help="also write an LM text: every document not read in dev or test, "
+                                     "one transcript a line (for asr_ctc.py --lm_text, speechpos export --lm-text)")
     return p.parse_args(argv)
 
 
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=1))
+    if args.lm_text:
+        lm = write_lm_text(args.out, args.lm_text, args.sources)
+        print(f"{args.lm_text}: {lm['sentences']} sentences, {lm['words']} words from {lm['documents']} "
+              f"documents (dev/test documents left out: {len(lm['held_out_documents'])})")
     return 0
 
 

@@ -7,7 +7,9 @@ gives the run's transcripts, then transcribe >= 1,000 files with two corrupt one
 2. parity on test-clean: greedy transcripts of every file through ``SpeechModel`` (the run
    folder) and through ``EncoderASR.from_hparams`` (the exported folder), and the WER of each;
    the LM WER of the recipe's decoder on its own test batches against ``speechpos transcribe
-   --lm`` on the exported folder; word times checked by a 1-s shift (silence put in front);
+   --lm`` on the exported folder, each LM's out-of-lexicon rate on test words and, with
+   ``--big-lm-text``, the LM WER of a 3-gram of a bigger text (``make_corpus.py --lm-text``);
+   word times checked by a 1-s shift (silence put in front);
 3. load: ``--files`` training files of the corpus plus two corrupt files (at 10 % and 60 % of
    the list), transcribed by ``speechpos.inference.transcribe.transcribe_files`` into JSONL,
    greedy and with the LM, once per ``--threads`` value, each in a fresh process: files/s, real-time factor, peak RSS,
@@ -87,7 +89,7 @@ def rss_at(trace: list, total: int, fraction: float) -> float:
     return trace[-1][1]
 
 
-def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path, lm: bool) -> dict:
+def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path, lm: bool, big_lm_text: Path | None = None) -> dict:
     """Every test-clean file through the run (SpeechModel) and the export (EncoderASR): greedy
     transcripts and WER; with ``lm``, the recipe's LM WER (its decoder on its batches) against
     ``speechpos transcribe --lm``'s on the exported folder; word times under a 1-s shift."""
@@ -148,6 +150,25 @@ def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path, lm: bool) ->
         hyps = {r["path"]: r["text"] for r in map(json.loads, out.read_text().splitlines())}
         result["wer_lm_transcribe"] = round(100 * jiwer.wer(ref, [hyps[f] for f in files]), 2)
         result["lm"] = {k: v for k, v in exported.saved_lm.items() if k not in ("arpa", "lexicon")}
+        test_words = [w for r in ref for w in r.split()]
+        lexicon = {line.split("\t", 1)[0] for line in open(exported.saved_lm["lexicon"], encoding="utf-8")}
+        result["oov_pct"] = round(100 * sum(w not in lexicon for w in test_words) / len(test_words), 2)
+        if big_lm_text:
+            from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, read_lm_text
+
+            t0 = time.perf_counter()
+            sentences = read_lm_text(str(big_lm_text))
+            arpa, lexicon_path = build_lm_files(str(savedir / "big_lm"), sentences, lm_model.tokenizer,
+                                                3, f"lm_text {big_lm_text}")
+            big = {line.split("\t", 1)[0] for line in open(lexicon_path, encoding="utf-8")}
+            lm = result["lm"]
+            decoder = LMDecoder(lm_model.tokenizer, arpa, lexicon_path, lm_weight=lm["lm_weight"],
+                                word_score=lm["word_score"], beam_size=lm["beam_size"])
+            result["big_lm"] = {"text": str(big_lm_text), "sentences": len(sentences),
+                                "words": sum(len(x.split()) for x in sentences), "lexicon_words": len(big),
+                                "oov_pct": round(100 * sum(w not in big for w in test_words) / len(test_words), 2),
+                                "wer_lm_recipe": round(wer(batches, decoder), 2),
+                                "seconds": round(time.perf_counter() - t0, 1)}
     return result
 
 
@@ -165,6 +186,8 @@ def main(argv=None) -> int:
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-lm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-lm", action="store_true", help="greedy only (no n-gram LM rows)")
+    parser.add_argument("--big-lm-text", type=Path,
+                        help="also score test-clean with a 3-gram of this text (e.g. make_corpus.py --lm-text)")
     args = parser.parse_args(argv)
     if args.worker_model:
         return worker(args)
@@ -186,7 +209,7 @@ def main(argv=None) -> int:
 
         run_lm(SpeechModel.from_run(args.run), args.run)
     model_dir = export_run(args.run, args.out / "model", command=f"speechpos export {args.run} {args.out / 'model'}")
-    par = parity(args.run, model_dir, args.corpus, args.out / "sb_cache", lm)
+    par = parity(args.run, model_dir, args.corpus, args.out / "sb_cache", lm, args.big_lm_text)
     print(f"parity: {par['identical']}/{par['files']} identical", flush=True)
 
     files = sorted(str(p) for p in (args.corpus / "train-clean-100").rglob("*.flac"))[: args.files]
@@ -241,8 +264,13 @@ def main(argv=None) -> int:
     parity_rows = [["greedy: SpeechModel (run folder)", par["wer_speechpos"]],
                    ["greedy: EncoderASR (exported folder)", par["wer_encoder_asr"]]]
     if lm:
-        parity_rows += [["LM: the recipe's decoder on its test batches", par["wer_lm_recipe"]],
+        parity_rows += [[f"LM (3-gram of the run's training transcripts, {par['oov_pct']} % of test words out "
+                         "of its lexicon): the recipe's decoder on its test batches", par["wer_lm_recipe"]],
                         ["LM: `speechpos transcribe --lm` on the exported folder", par["wer_lm_transcribe"]]]
+    if "big_lm" in par:
+        b = par["big_lm"]
+        parity_rows.append([f"LM from `{Path(b['text']).name}` ({b['words']} words): {b['oov_pct']} % of test "
+                            "words out of its lexicon (the recipe's decoder, same weights)", b["wer_lm_recipe"]])
     t = par["timing"]
     parts = [
         f"### The exported model against the run ({par['files']} test-clean files)",

@@ -490,3 +490,26 @@ def _summarise(chapters: Sequence[Chapter], durations: Mapping[str, float], wall
     return {"splits": splits, "audio_hours": round(audio / 3600, 4),
             "wall_seconds": round(wall, 2), "synthesis_seconds": round(synth, 2), "jobs": jobs,
             "audio_seconds_per_wall_second": round(audio / max(wall, 1e-9), 1)}
+
+
+def write_lm_text(corpus: str | Path, out: str | Path, sources: Sequence[str] | None = None) -> dict:
+    """The text of every document the corpus does not read in dev or test (the training
+    documents and the unused ones), one transcript a line, as LibriSpeech's
+    ``librispeech-lm-norm.txt`` is laid out: a word LM text with no held-out sentence.
+
+    Reads ``corpus/corpus.json`` for the documents of each split; returns
+    ``{"sentences", "words", "documents", "held_out_documents"}``.
+    """
+    corpus, out = Path(corpus), Path(out)
+    manifest = corpus / MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/make_corpus.py first")
+    info = json.loads(manifest.read_text())
+    held_out = {d for split in (DEV, TEST) for d in info["summary"]["splits"].get(split, {}).get("documents", [])}
+    docs = [d for d in _cached_documents(tuple(sources or info["settings"]["sources"])) if d.doc_id not in held_out]
+    lines = [s.words for d in docs for s in d.sentences]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"sentences": len(lines), "words": sum(len(x.split()) for x in lines), "documents": len(docs),
+            "held_out_documents": sorted(held_out)}
+

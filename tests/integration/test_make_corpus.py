@@ -127,3 +127,22 @@ def test_cli_help():
                          check=True).stdout
     for option in ("--out", "--size", "--seed", "--jobs", "--train-hours", "--overwrite"):
         assert option in out
+
+
+def test_lm_text_holds_the_training_text_and_no_held_out_sentence(tiny_librispeech, tmp_path):
+    from speechpos.corpora.librispeech import write_lm_text
+
+    def transcripts(split):
+        return {line.split(" ", 1)[1] for t in Path(tiny_librispeech, split).rglob("*.trans.txt")
+                for line in t.read_text().splitlines()}
+
+    out = tmp_path / "lm.txt"
+    info = write_lm_text(tiny_librispeech, out)
+    lines = out.read_text().splitlines()
+    assert len(lines) == info["sentences"] and info["held_out_documents"]
+    joined = " " + " ".join(lines) + " "  # an utterance may read consecutive sentences
+    assert all(f" {t} " in joined for t in transcripts("train-clean-100"))
+    assert not any(f" {t} " in joined for t in transcripts("dev-clean") | transcripts("test-clean"))
+    assert len(lines) > 10 * len(transcripts("train-clean-100"))  # the unused documents too
+    with pytest.raises(FileNotFoundError, match="corpus.json: not found; make the corpus"):
+        write_lm_text(tmp_path, tmp_path / "x.txt")
