@@ -54,6 +54,18 @@ ARCHITECTURE_KEYS = {
     "max_positions": "max_positions", "frontend": "frontend",
 }
 
+_FEATURES_AND_ENCODER = """\
+compute_features: !new:speechbrain.lobes.features.Fbank
+    sample_rate: !ref <sample_rate>
+    n_mels: !ref <n_mels>
+
+normalize: !new:speechbrain.processing.features.InputNormalization
+    norm_type: {norm_type}
+
+{name}: !apply:speechpos.speech.build_speech_encoder
+{encoder_args}
+"""
+
 _YAML = """\
 # Inference hparams of a speechpos CTC model, in SpeechBrain's layout:
 #   from speechbrain.inference.ASR import EncoderASR
@@ -66,16 +78,7 @@ sample_rate: {sample_rate}
 token_type: {token_type}
 blank_index: 0
 
-compute_features: !new:speechbrain.lobes.features.Fbank
-    sample_rate: !ref <sample_rate>
-    n_mels: !ref <n_mels>
-
-normalize: !new:speechbrain.processing.features.InputNormalization
-    norm_type: {norm_type}
-
-encoder_model: !apply:speechpos.speech.build_speech_encoder
-{encoder_args}
-
+{features_and_encoder}
 ctc_lin: !new:speechbrain.nnet.linear.Linear
     input_size: !ref <d_model>
     n_neurons: {n_units}
@@ -202,7 +205,9 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None,
     encoder_args = "\n".join(f"    {arg}: !ref <{key}>" for arg, key in ARCHITECTURE_KEYS.items())
     (out / "hyperparams.yaml").write_text(_YAML.format(
         run=run, sample_rate=hp["sample_rate"], arch=arch, token_type=token_type,
-        norm_type=model.normalize.norm_type, encoder_args=encoder_args, n_units=n_units,
+        features_and_encoder=_FEATURES_AND_ENCODER.format(
+            norm_type=model.normalize.norm_type, name="encoder_model", encoder_args=encoder_args),
+        n_units=n_units,
         tokenizer=tokenizer,
     ), encoding="utf-8")
     results = _read_json(run / "results.json")
@@ -228,16 +233,7 @@ pretrained_folder: {out}
 sample_rate: {sample_rate}
 {arch}
 
-compute_features: !new:speechbrain.lobes.features.Fbank
-    sample_rate: !ref <sample_rate>
-    n_mels: !ref <n_mels>
-
-normalize: !new:speechbrain.processing.features.InputNormalization
-    norm_type: {norm_type}
-
-encoder: !apply:speechpos.speech.build_speech_encoder
-{encoder_args}
-
+{features_and_encoder}
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
     loadables:
         encoder: !ref <encoder>
@@ -281,8 +277,9 @@ def export_encoder(run: str | Path, out: str | Path, command: str | None = None)
     (out / "hyperparams.yaml").write_text(_ENCODER_YAML.format(
         run=run, out=json.dumps(str(out.resolve())), sample_rate=hp["sample_rate"],
         arch="\n".join(f"{key}: {_yaml_value(v)}" for key, v in values.items()),
-        norm_type=hp["normalize"].norm_type,
-        encoder_args="\n".join(f"    {arg}: !ref <{key}>" for arg, key in arch_keys.items()),
+        features_and_encoder=_FEATURES_AND_ENCODER.format(
+            norm_type=hp["normalize"].norm_type, name="encoder",
+            encoder_args="\n".join(f"    {arg}: !ref <{key}>" for arg, key in arch_keys.items())),
     ), encoding="utf-8")
     meta = {"format": 1, "kind": "pretrained_encoder", "source_run": str(run.resolve()), "command": command}
     (out / "speechpos_encoder.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
