@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     t.add_argument("--lm", action="store_true",
                    help="decode with the model's n-gram LM (see `speechpos export --lm-text/--lm-arpa`)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    e = sub.add_parser("export", help="write a trained CTC run as a SpeechBrain model folder (EncoderASR)")
-    e.add_argument("run", help="output folder of asr_ctc.py")
+    e = sub.add_parser("export", help="write a CTC run as a SpeechBrain model folder (EncoderASR loads it), "
+                                      "or a pretraining run's encoder with the Pretrainer yaml that loads it")
+    e.add_argument("run", help="output folder of asr_ctc.py (a model) or of a pretraining recipe (its encoder)")
     e.add_argument("out", help="the folder to write")
     e.add_argument("--lm-text", help="build the folder's word n-gram LM from this text (one sentence a line)")
     e.add_argument("--lm-arpa", help="put this ARPA LM in the folder (its unigrams make the lexicon)")
@@ -128,7 +129,10 @@ def _export(args, argv=None) -> int:
     except (RunError, ExportError, CheckpointMismatchError, ValueError, FileNotFoundError) as err:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2
-    print(f"{out}: EncoderASR.from_hparams(source={str(out)!r}, savedir=...) loads it")
+    if (out / "speechpos_encoder.json").is_file():
+        print(f"{out}: encoder.ckpt and the hyperparams.yaml whose Pretrainer loads it")
+    else:
+        print(f"{out}: EncoderASR.from_hparams(source={str(out)!r}, savedir=...) loads it")
     return 0
 
 
