@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -186,6 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-lm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-lm", action="store_true", help="greedy only (no n-gram LM rows)")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     parser.add_argument("--big-lm-text", type=Path,
                         help="also score test-clean with a 3-gram of this text (e.g. make_corpus.py --lm-text)")
     args = parser.parse_args(argv)
@@ -252,8 +254,10 @@ def main(argv=None) -> int:
     ax.legend()
     _save(fig, args.docs / "transcribe_load.png", "Transcribing many files: memory against progress")
 
+    load = os.getloadavg()[1]
     machine = (f"{platform.machine()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-               "fp32 inference")
+               f"{os.cpu_count()} cores, fp32 inference; load average over the last 5 min at the end: {load:.1f}"
+               + (f" ({args.note})" if args.note else ""))
     setup = (f"`{command}` on `{args.corpus.name}`: the run `{args.run}` exported with `speechpos export`"
              + (" (with the run's own n-gram LM, built from its training transcripts as "
                 "`asr_ctc.py --lm_decoding=True` builds it)" if lm else "")
