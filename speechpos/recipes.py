@@ -10,6 +10,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml.error import YAMLError
 
+from speechpos.compilation import resolve_compile
 from speechpos.precision import resolve_precision
 
 # ctc.yaml's defaults build the from-scratch baseline (6-layer conformer on patch tokens,
@@ -70,7 +71,8 @@ def load_recipe_hparams(argv: list[str], script_file: str, default_hparams: str 
 
 def start_experiment(argv: list[str], script_file: str, default_hparams: str | None = None):
     """What every recipe does first: load the hparams (clear errors for bad keys), decide
-    ``precision: auto`` (:mod:`speechpos.precision`), join the DDP group when launched by
+    ``precision: auto`` (:mod:`speechpos.precision`) and ``compile: auto``
+    (:mod:`speechpos.compilation`), join the DDP group when launched by
     torchrun, and create the experiment folder.
     Returns (run_opts, hparams)."""
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
@@ -82,8 +84,9 @@ def start_experiment(argv: list[str], script_file: str, default_hparams: str | N
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    try:  # after the experiment folder exists, so the choice is logged in its log.txt
+    try:  # after the experiment folder exists, so the choices are logged in its log.txt
         resolve_precision(run_opts, hparams)
+        resolve_compile(run_opts, hparams)
     except ValueError as err:
         raise ConfigError(f"{hparams_file}: {err}") from err
     return run_opts, hparams

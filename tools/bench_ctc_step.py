@@ -4,10 +4,13 @@
 One step is what ``asr_ctc.py`` does per batch: filterbanks, normalisation, SpecAugment, the
 encoder built from ``hparams/ctc.yaml`` (with the overrides of each variant), the CTC layer and
 loss on random character targets, backward, gradient clipping, AdamW. Rows: variant x
-precision (fp32, bf16 autocast) x torch threads (1, 2). Input: ``--batch`` utterances of
+precision (fp32, bf16 autocast) x torch threads (1, 2) x step implementation (before: SpeechBrain's
+attention call; after: speechpos's fused attention; with ``--compile`` also under torch.compile),
+the implementations timed interleaved on one model, with GFLOP/s and the fraction of the
+machine's matmul ceiling. Input: ``--batch`` utterances of
 ``--seconds`` s of real speech from ``--csv`` (the first utterances of a manifest, cut or
 tiled to length) or noise when no manifest is given. After ``--warmup`` steps the median of
-``--repeats`` steps is reported. Writes ``docs/ctc_throughput.md`` and ``.json``.
+``--repeats`` rounds is reported. Writes ``docs/ctc_throughput.md`` and ``.json``.
 
     .venv/bin/python tools/bench_ctc_step.py [--csv results/bench_prep/dev-clean.csv]
     .venv/bin/python tools/bench_ctc_step.py --quick         # small model, a few seconds
@@ -62,34 +65,70 @@ def build(overrides: dict, tmp: str):
     return hp, ctc_lin, params
 
 
-def time_steps(hp, ctc_lin, params, wavs, precision, warmup, repeats) -> list[float]:
-    """Seconds per training step (after ``warmup`` steps)."""
-    modules = [hp["encoder"], hp["normalize"], ctc_lin]
-    for m in modules:
+IMPLEMENTATIONS = ("SpeechBrain attention", "fused attention")
+COMPILED = "fused attention + torch.compile"
+
+
+def train_step(hp, encoder, ctc_lin, params, opt, wavs, targets, precision) -> None:
+    """One step of ``asr_ctc.py``'s training maths on a fixed batch."""
+    lens = torch.ones(wavs.shape[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        feats = hp["normalize"](hp["compute_features"](wavs), lens)
+        feats = hp["freq_drop"](hp["time_drop"](feats))
+        enc, out_lens = encoder(feats, lens)
+        log_probs = torch.log_softmax(ctc_lin(enc).float(), dim=-1)
+    loss = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), targets, out_lens,
+        torch.full((wavs.shape[0],), targets.shape[1], dtype=torch.long), blank=0, zero_infinity=True,
+    )
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def time_implementations(hp, ctc_lin, params, wavs, precision, warmup, repeats, compile_too=False):
+    """Seconds per step of each implementation, measured interleaved on one model.
+
+    Every round runs one step of each implementation in turn (the attentions' ``fused``
+    switch flipped between them, the same weights and optimizer), so load on a shared machine
+    hits them alike. Returns ({implementation: [seconds]}, compile seconds or None)."""
+    for m in (hp["encoder"], hp["normalize"], ctc_lin):
         m.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
-    lens = torch.ones(wavs.shape[0])
     targets = torch.randint(1, 30, (wavs.shape[0], int(wavs.shape[1] / 16000 * 12)))
-    target_lens = torch.ones(wavs.shape[0])
-    times = []
+    attentions = hp["encoder"].encoder.attentions
+    impls = {name: (name != IMPLEMENTATIONS[0], hp["encoder"]) for name in IMPLEMENTATIONS}
+    compile_s = None
+    if compile_too:
+        # Static shapes: one compile for the benchmark's one batch shape (see speechpos.compilation).
+        impls[COMPILED] = (True, torch.compile(hp["encoder"], dynamic=False))
+    times = {name: [] for name in impls}
     for i in range(warmup + repeats):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            feats = hp["normalize"](hp["compute_features"](wavs), lens)
-            feats = hp["freq_drop"](hp["time_drop"](feats))
-            enc, out_lens = hp["encoder"](feats, lens)
-            log_probs = torch.log_softmax(ctc_lin(enc).float(), dim=-1)
-        loss = torch.nn.functional.ctc_loss(
-            log_probs.transpose(0, 1), targets, out_lens,
-            torch.round(target_lens * targets.shape[1]).long(), blank=0, zero_infinity=True,
-        )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+        for name, (fused, encoder) in impls.items():
+            for att in attentions:
+                att.fused = fused
+            start = time.perf_counter()
+            train_step(hp, encoder, ctc_lin, params, opt, wavs, targets, precision)
+            took = time.perf_counter() - start
+            if i == 0 and name == COMPILED:
+                compile_s = took
+            if i >= warmup:
+                times[name].append(took)
+    for att in attentions:
+        att.fused = True
+    return times, compile_s
+
+
+def step_flops(hp, ctc_lin, params, wavs, precision) -> float:
+    """FLOPs of one training step (forward and backward), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    opt = torch.optim.SGD(params, lr=0.0)
+    targets = torch.randint(1, 30, (wavs.shape[0], int(wavs.shape[1] / 16000 * 12)))
+    with FlopCounterMode(display=False) as counter:
+        train_step(hp, hp["encoder"], ctc_lin, params, opt, wavs, targets, precision)
+    return float(counter.get_total_flops())
 
 
 def main(argv=None) -> int:
@@ -102,6 +141,9 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true",
+                   help="also time the encoder under torch.compile (baseline variant; minutes of compiling)")
+    p.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     p.add_argument("--quick", action="store_true", help="tiny model and batch (plumbing check)")
     p.add_argument("--out", default=str(ROOT / "docs" / "ctc_throughput.md"))
     args = p.parse_args(argv)
@@ -110,13 +152,20 @@ def main(argv=None) -> int:
 
     import tempfile
 
+    from speechpos.experiments.bench import matmul_ceiling
+
     tmp = tempfile.mkdtemp()
     wavs = load_audio(args.csv, args.batch, int(args.seconds * 16000))
     # One throw-away round first: thread pools and allocator caches warm up on it, not on row 1.
     hp, ctc_lin, params = build(QUICK if args.quick else {}, tmp)
     for threads in args.threads:
         torch.set_num_threads(threads)
-        time_steps(hp, ctc_lin, params, wavs, args.precisions[0], args.warmup, 1)
+        time_implementations(hp, ctc_lin, params, wavs, args.precisions[0], 1, 0)
+    ceilings = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for precision in args.precisions:
+            ceilings[threads, precision] = matmul_ceiling(512 if args.quick else 2048, precision)
     audio_s = args.batch * args.seconds
     rows, records = [], []
     for name in args.variants:
@@ -128,30 +177,50 @@ def main(argv=None) -> int:
         for threads in args.threads:
             torch.set_num_threads(threads)
             for precision in args.precisions:
-                times = time_steps(hp, ctc_lin, params, wavs, precision, args.warmup, args.repeats)
-                median = statistics.median(times)
-                rec = {"variant": name, "params_M": round(n_params / 1e6, 2), "threads": threads,
-                       "precision": precision, "step_s": round(median, 3),
-                       "audio_s_per_s": round(audio_s / median, 1)}
-                records.append(rec)
-                rows.append(list(rec.values()))
-                print(rec, flush=True)
+                flops = step_flops(hp, ctc_lin, params, wavs, precision)
+                times, compile_s = time_implementations(
+                    hp, ctc_lin, params, wavs, precision, args.warmup, args.repeats,
+                    compile_too=args.compile and name == args.variants[0])
+                before = statistics.median(times[IMPLEMENTATIONS[0]])
+                for impl, steps in times.items():
+                    median = statistics.median(steps)
+                    gflops = flops / median / 1e9
+                    rec = {"variant": name, "params_M": round(n_params / 1e6, 2), "threads": threads,
+                           "precision": precision, "step": impl, "step_s": round(median, 3),
+                           "audio_s_per_s": round(audio_s / median, 1),
+                           "speedup": round(before / median, 2), "gflop_per_s": round(gflops, 1),
+                           "ceiling_pct": round(100 * gflops / ceilings[threads, precision], 1),
+                           "compile_s": round(compile_s, 1) if impl == COMPILED else None}
+                    records.append(rec)
+                    rows.append([name, rec["params_M"], threads, precision, impl, rec["step_s"],
+                                 rec["audio_s_per_s"], f"{rec['speedup']:.2f}x", rec["gflop_per_s"],
+                                 rec["ceiling_pct"], "" if rec["compile_s"] is None else rec["compile_s"]])
+                    print(rec, flush=True)
     auto, reason = choose_precision("auto", "cpu")
     flags = sorted(f for f in read_cpu_flags() if "bf16" in f or f.startswith("amx") or f == "avx2")
+    ceiling_text = ", ".join(f"{t} thread(s) {pr} {v:.0f}" for (t, pr), v in ceilings.items())
     setup = (
         f"CTC training step of `hparams/ctc.yaml` ({'quick sizes' if args.quick else 'as configured'}), "
         f"batch {args.batch} x {args.seconds:g} s ({'real speech' if args.csv else 'noise'}), "
-        f"median of {args.repeats} steps after {args.warmup} warm-up. Machine: {platform.machine()} "
+        f"median of {args.repeats} steps after {args.warmup} warm-up; the step implementations of a "
+        f"row group run interleaved, one step each per round, on the same model. `SpeechBrain "
+        f"attention` is SpeechBrain's MultiheadAttention call (the step before), `fused attention` "
+        f"speechpos's batch-first `scaled_dot_product_attention` on the same weights (the default)"
+        f"{'; `torch.compile`: inductor, static shapes, the compile time is its first step' if args.compile else ''}. "
+        f"GFLOP/s from torch's FLOP counter; ceiling = the best {512 if args.quick else 2048}^2 matmul "
+        f"at the same threads and precision (GFLOP/s: {ceiling_text}). Machine: {platform.machine()} "
         f"{platform.processor() or ''}, torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, flags {', '.join(flags) or 'none'}; "
-        f"`precision: auto` -> {auto} ({reason}). Command: `python tools/bench_ctc_step.py"
+        f"`precision: auto` -> {auto} ({reason}). {args.note} Command: `python tools/bench_ctc_step.py"
         f"{' ' + ' '.join(argv if argv is not None else sys.argv[1:])}`."
     )
-    table = markdown_table(["variant", "params (M)", "threads", "precision", "step (s)",
-                            "audio s / s"], rows)
+    table = markdown_table(["variant", "params (M)", "threads", "precision", "step", "step (s)",
+                            "audio s / s", "speed-up", "GFLOP/s", "% of matmul ceiling",
+                            "compile (s)"], rows)
     write_report(setup, table, args.out)
     Path(args.out).with_suffix(".json").write_text(
-        json.dumps({"setup": setup, "rows": records}, indent=1))
+        json.dumps({"setup": setup, "ceilings_gflop_per_s": {f"{t}x{pr}": round(v, 1) for (t, pr), v in
+                                                             ceilings.items()}, "rows": records}, indent=1))
     return 0
 
 

@@ -58,7 +58,7 @@ from speechpos.speech.data.dataio import audio_dataset
 from speechpos.speech.encoder import set_convolution_mode
 from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, check_overlap, lm_sentences
 from speechpos.speech.model import load_encoder_state
-from speechpos.speech.pretraining import ClockedBrain
+from speechpos.speech.pretraining import ClockedBrain, peak_memory_mib
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,10 @@ class CTCFineTune(ClockedBrain):
             ),
             "precision": self.precision,
             "torch_threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "compiled": bool(self.compile),
+            "peak_memory_mib": round(peak_memory_mib(self.device), 1),
+            "peak_memory_kind": "cuda allocated" if str(self.device).startswith("cuda") else "process RSS",
         }
         if self.lm_decoder is not None:
             with open(os.path.join(out, f"wer_lm_{self.test_split}.txt"), "w", encoding="utf-8") as w:

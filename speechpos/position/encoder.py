@@ -28,6 +28,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from speechbrain.nnet.attention import MultiheadAttention
 from torch import nn
 
@@ -63,13 +64,24 @@ class ContextAttention(nn.Module):
         attention averages and so cannot count its keys; the weight a query gives the null
         token shrinks with the number of keys, which tells the encoder the sequence length
         (and nothing about any token's position) -- needed to place a token at "L - 1".
+    fused : bool
+        True: one batch-first projection and ``scaled_dot_product_attention`` on the wrapped
+        module's weights (:func:`fused_attention`). False: SpeechBrain's own call (time-first
+        permutes, torch's ``MultiheadAttention``); the same outputs to float tolerance (tested).
     """
 
-    def __init__(self, attention: MultiheadAttention, gather: bool = True, null_key: bool = False):
+    def __init__(
+        self,
+        attention: MultiheadAttention,
+        gather: bool = True,
+        null_key: bool = False,
+        fused: bool = True,
+    ):
         super().__init__()
         self.attention = attention
         self.gather = gather
         self.null_key = null_key
+        self.fused = fused
         self.context: Context | None = None
 
     def forward(
@@ -98,6 +110,8 @@ class ContextAttention(nn.Module):
                 key_padding_mask = ~ctx.mask
         if self.null_key:
             key, value, key_padding_mask = _append_null_token(key, value, key_padding_mask)
+        if self.fused and attn_mask is None:
+            return fused_attention(self.attention.att, query, key, value, key_padding_mask), None
         output = self.attention(
             query,
             key,
@@ -107,6 +121,63 @@ class ContextAttention(nn.Module):
             return_attn_weights=False,
         )
         return output, None
+
+
+def fused_attention(
+    mha: nn.MultiheadAttention, query, key, value, key_padding_mask=None
+) -> torch.Tensor:
+    """torch ``MultiheadAttention``'s maths, batch-first, in one ``scaled_dot_product_attention``.
+
+    The projections run on (B, T, D) as they come (one matmul for q/k/v when they are one
+    tensor, one for k/v when those are), and the key padding mask is broadcast over heads and
+    queries instead of being expanded per head. Needs a module without ``bias_k``/``add_zero_attn``.
+
+    >>> mha = nn.MultiheadAttention(8, 2)
+    >>> x = torch.randn(3, 5, 8)
+    >>> ref = mha(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), need_weights=False)[0]
+    >>> torch.allclose(fused_attention(mha, x, x, x), ref.transpose(0, 1), atol=1e-6)
+    True
+    """
+    if mha.bias_k is not None or mha.add_zero_attn or not mha._qkv_same_embed_dim:
+        raise ValueError("fused_attention needs a MultiheadAttention without bias_k/add_zero_attn/kdim")
+    batch, n_query, dim = query.shape
+    heads = mha.num_heads
+    weight, bias = mha.in_proj_weight, mha.in_proj_bias
+    if query is key and key is value:
+        q, k, v = F.linear(query, weight, bias).chunk(3, dim=-1)
+    else:
+        w_q, w_kv = weight.split([dim, 2 * dim])
+        b_q, b_kv = (None, None) if bias is None else bias.split([dim, 2 * dim])
+        q = F.linear(query, w_q, b_q)
+        if key is value:
+            k, v = F.linear(key, w_kv, b_kv).chunk(2, dim=-1)
+        else:
+            w_k, w_v = w_kv.chunk(2)
+            b_k, b_v = (None, None) if b_kv is None else b_kv.chunk(2)
+            k, v = F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+    def split_heads(t):
+        return t.view(batch, t.shape[1], heads, dim // heads).transpose(1, 2)
+
+    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+    dropout = mha.dropout if mha.training else 0.0
+    q, k, v = split_heads(q), split_heads(k), split_heads(v)
+    if torch.compiler.is_compiling():
+        out = _attention_math(q, k, v, mask, dropout)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return mha.out_proj(out.transpose(1, 2).reshape(batch, n_query, dim))
+
+
+def _attention_math(q, k, v, mask, dropout: float) -> torch.Tensor:
+    # Under torch.compile with dynamic shapes, torch 2.11's CPU flash-attention backward fixes
+    # the mask's strides from the first shape and fails on the next; written out, inductor
+    # fuses the scaling, mask and softmax itself.
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(scores.softmax(dim=-1), dropout)
+    return weights @ v
 
 
 def _append_null_token(key, value, key_padding_mask):

@@ -1,11 +1,12 @@
 """What the pretraining recipes (position prediction, BEST-RQ) share: a training clock with an
 optional wall-time budget, throughput / peak-memory / FLOP accounting, and encoder exports.
-The clock alone (:class:`ClockedBrain`) also times the CTC recipe, for quality-vs-time curves.
+The clock alone (:class:`ClockedBrain`) also times the CTC recipe, for quality-vs-time curves,
+and stops it when a ``max_train_seconds`` budget is set.
 
 Comparing pretrainers fairly means giving them the same *training* wall time (validation
 excluded) and reading their throughput the same way; :class:`TrainingClock` keeps that
-account (and is checkpointed, so a resumed run keeps its budget), and :class:`PretrainingBrain`
-stops training when the budget is spent, writes ``encoder.ckpt`` after every validation,
+account (and is checkpointed, so a resumed run keeps its budget), :class:`ClockedBrain` stops
+training when the budget is spent, and :class:`PretrainingBrain` writes ``encoder.ckpt`` after every validation,
 ``encoder_at_<N>s.ckpt`` snapshots at chosen training times, and ``pretrain_summary.json``;
 ``pretrain_done.json`` once training has ended (:meth:`PretrainingBrain.finish`).
 
@@ -137,6 +138,17 @@ class ClockedBrain(sb.Brain):
         self.clock.tick()
         if should_step:
             self.clock.steps += 1
+        if self._budget_spent():
+            # Brain stops at the next batch, validates and leaves fit() once this is reached.
+            self.optimizer_step_limit = self.optimizer_step
+
+    def _budget_spent(self) -> bool:
+        spent = self.clock.exhausted()
+        if sb.utils.distributed.is_distributed_initialized():
+            flag = [spent]
+            torch.distributed.broadcast_object_list(flag, src=0)  # rank 0's clock decides
+            spent = flag[0]
+        return spent
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -177,17 +189,6 @@ class PretrainingBrain(ClockedBrain):
         super().on_fit_batch_end(batch, outputs, loss, should_step)
         for seconds in self.clock.due_snapshots():
             self.save_encoder(f"encoder_at_{seconds:g}s.ckpt")
-        if self._budget_spent():
-            # Brain stops at the next batch, validates and leaves fit() once this is reached.
-            self.optimizer_step_limit = self.optimizer_step
-
-    def _budget_spent(self) -> bool:
-        spent = self.clock.exhausted()
-        if sb.utils.distributed.is_distributed_initialized():
-            flag = [spent]
-            torch.distributed.broadcast_object_list(flag, src=0)  # rank 0's clock decides
-            spent = flag[0]
-        return spent
 
     @property
     def progress(self) -> float:

@@ -154,7 +154,14 @@ def test_ctc_step_bench_quick_writes_its_table(tmp_path):
     assert bench.main(["--quick", "--threads", "1", "--precisions", "fp32",
                        "--variants", "baseline (ctc.yaml)", "conv front-end",
                        "--out", str(out)]) == 0
-    rows = __import__("json").loads(out.with_suffix(".json").read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["baseline (ctc.yaml)", "conv front-end"]
+    report = __import__("json").loads(out.with_suffix(".json").read_text())
+    rows = report["rows"]
+    assert [(r["variant"], r["step"]) for r in rows] == [
+        ("baseline (ctc.yaml)", "SpeechBrain attention"), ("baseline (ctc.yaml)", "fused attention"),
+        ("conv front-end", "SpeechBrain attention"), ("conv front-end", "fused attention")]
     assert all(r["audio_s_per_s"] > 0 and r["threads"] == 1 for r in rows)
+    assert all(r["speedup"] == 1.0 for r in rows if r["step"] == "SpeechBrain attention")
+    # FLOPs counted and read against a measured matmul ceiling.
+    assert report["ceilings_gflop_per_s"]["1xfp32"] > 0
+    assert all(0 < r["ceiling_pct"] for r in rows)
     assert "| baseline (ctc.yaml) |" in out.read_text()

@@ -134,3 +134,38 @@ def test_null_key_tells_the_length_which_plain_attention_cannot():
         short = enc(x[:, :3], torch.tensor([3]))[0, 0]
         long = enc(x, torch.tensor([12]))[0, 0]
         assert bool((short - long).abs().max() > 1e-4) is differs
+
+
+@pytest.mark.parametrize("null_key", [False, True])
+@pytest.mark.parametrize("with_context", [False, True])
+@pytest.mark.parametrize("name", BUILDERS)
+def test_fused_attention_equals_speechbrain_call(name, with_context, null_key):
+    """Outputs and gradients of the batch-first SDPA path match SpeechBrain's own attention call."""
+    enc = ContextEncoder(BUILDERS[name](), null_key=null_key)
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([24, 17, 24])
+    x = torch.randn(3, 24, D, generator=g)
+    ctx = sample_context(lengths, 0.3, generator=g) if with_context else None
+    valid = torch.arange(24)[None] < lengths[:, None]
+    results = []
+    for fused in (False, True):
+        for att in enc.attentions:
+            att.fused = fused
+        enc.zero_grad()
+        out = enc(x, lengths, ctx)
+        out[valid].pow(2).sum().backward()
+        results.append((out[valid].detach(), [p.grad.clone() for p in enc.parameters() if p.grad is not None]))
+    (ref, ref_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
+    assert len(got_grads) == len(ref_grads) > 0
+    for a, b in zip(got_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_fused_attention_refuses_what_it_does_not_implement():
+    from speechpos.position.encoder import fused_attention
+
+    mha = torch.nn.MultiheadAttention(8, 2, add_zero_attn=True)
+    x = torch.randn(1, 3, 8)
+    with pytest.raises(ValueError, match="bias_k/add_zero_attn/kdim"):
+        fused_attention(mha, x, x, x)

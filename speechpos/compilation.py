@@ -1,0 +1,71 @@
+"""``compile: auto``: ``torch.compile`` (inductor) the encoder where it pays, eager elsewhere.
+
+The recipes hand the decision to SpeechBrain's own compile run options (``compile``,
+``compile_module_keys``, ``compile_using_dynamic_shape_tracing``): ``Brain`` compiles the
+modules named there before training. This module only decides what ``auto`` means on the
+device at hand, as :mod:`speechpos.precision` does for ``precision: auto``:
+
+- CUDA: on. Small encoders (d_model 144) are bound by kernel launches there, which inductor
+  fuses; batches vary in shape, so shapes are traced dynamically (one compile, not one per
+  batch shape). Not yet measured on a GPU here: ``tools/gpu_check.sh`` prints both settings.
+- CPU: off. Measured in ``docs/ctc_throughput.md`` (``tools/bench_ctc_step.py --compile``):
+  the step gains too little to repay minutes of compilation in the runs this project makes
+  on CPU; ask for ``compile: True`` to have it anyway.
+
+An explicit ``True``/``False`` (hparams or SpeechBrain's ``--compile`` flag) is kept as asked.
+
+Example
+-------
+>>> choose_compile("auto", "cuda:0")
+(True, 'CUDA device: inductor fuses the launch-bound small kernels')
+>>> choose_compile("auto", "cpu")[0]
+False
+>>> choose_compile(True, "cpu")
+(True, 'asked for explicitly')
+>>> choose_compile("sometimes", "cpu")
+Traceback (most recent call last):
+...
+ValueError: compile must be one of auto, True, False; got 'sometimes'
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+_WORDS = {"auto": "auto", "true": True, "false": False}
+
+
+def _normalise(requested) -> str | bool:
+    if isinstance(requested, bool):
+        return requested
+    word = _WORDS.get(str(requested).strip().lower())
+    if word is None:
+        raise ValueError(f"compile must be one of auto, True, False; got {requested!r}")
+    return word
+
+
+def choose_compile(requested, device: str) -> tuple[bool, str]:
+    """(compile?, reason) for a run on ``device``; ``requested`` is ``auto``, True or False."""
+    value = _normalise(requested)
+    if value != "auto":
+        return value, "asked for explicitly"
+    if str(device).startswith("cuda"):
+        return True, "CUDA device: inductor fuses the launch-bound small kernels"
+    return False, "CPU: the measured gain does not repay the compile time (docs/ctc_throughput.md)"
+
+
+def resolve_compile(run_opts, hparams: dict) -> bool:
+    """Decide ``compile: auto`` before the Brain reads it, log the choice and its reason.
+
+    SpeechBrain's ``--compile`` on the command line wins over the hparams file's ``compile``;
+    the decision is written back to ``hparams["compile"]`` so the Brain gets a boolean.
+    """
+    overridden = getattr(run_opts, "overridden_args", ())
+    requested = run_opts["compile"] if "compile" in overridden else hparams.get("compile", False)
+    device = run_opts["device"] if "device" in overridden else hparams.get("device", "cpu")
+    value, reason = choose_compile(requested, device)
+    logger.info("torch.compile %s on %s (%s: %s)", "on" if value else "off", device, requested, reason)
+    hparams["compile"] = value
+    return value

@@ -1,0 +1,31 @@
+"""tools/gpu_check.sh in its CPU quick mode: both recipes run on the device it picks, each stopped
+by its training-time budget, and the table names the device beside throughput, memory and WER."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_quick_runs_both_stages_on_time_budgets(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tools" / "gpu_check.sh"), "--quick", "--device", "cpu",
+         "--corpus", str(tmp_path / "LibriSpeech-tiny"), "--out", str(tmp_path / "check"),
+         "--pretrain-seconds", "3", "--ctc-seconds", "3", "--ctc-steps", "100000"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
+    pre, ctc = report["rows"]
+    assert pre["device"] == ctc["device"] == "cpu" and report["device_name"].startswith("CPU")
+    for row in (pre, ctc):
+        assert 3 <= row["train_s"] < 60 and row["audio_s_per_s"] > 0 and row["peak_memory_mib"] > 0
+    # The CTC run stopped on its 3-s budget, far short of its 100,000-step schedule.
+    assert 0 < ctc["steps"] < 100000
+    assert "WER dev" in ctc["result"] and "compiled: False" in ctc["result"]
+    assert "dev position accuracy" in pre["result"]
+    assert "| CTC fine-tuning (1 h of labels) | cpu |" in proc.stdout
