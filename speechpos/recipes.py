@@ -111,6 +111,9 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
         dev_splits=hparams["dev_splits"],
         te_splits=list(test_splits),
         low_label=low_label,
+        # Several training splits (960 h): also one train.csv joining them, for --train_csv.
+        merge_lst=hparams["train_splits"] if len(hparams["train_splits"]) > 1 else (),
+        merge_name="train.csv" if len(hparams["train_splits"]) > 1 else None,
     )
 
 

@@ -70,6 +70,8 @@ def main(argv=None) -> int:
                         choices=["transformer", "conformer"])
     parser.add_argument("--attention", nargs="+", default=["gathered", "masked"],
                         choices=["gathered", "masked"])
+    parser.add_argument("--calls", nargs="+", default=["fused"], choices=["fused", "speechbrain"],
+                        help="attention call: speechpos's fused SDPA and/or SpeechBrain's own (the step before)")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--no-null-key", action="store_true", help="drop the null key (pp.yaml has it)")
     parser.add_argument("--threads", type=int, default=1,
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
         num_layers=args.layers, d_model=args.d_model, nhead=args.heads, d_ffn=d_ffn,
         seconds=args.seconds, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
         patch_frames=args.patch_frames, null_key=not args.no_null_key, seed=args.seed,
+        attention_calls=tuple(args.calls),
     )
     elapsed = time.time() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -113,7 +116,9 @@ def main(argv=None) -> int:
         "benchmark). 'saved activations' = bytes autograd holds for backward after the forward; "
         "matmul ceiling (best 1024x1024 matmul) "
         + ", ".join(f"{d} {c:.0f} GFLOP/s" for d, c in ceilings.items())
-        + "; GFLOP/s = FLOPs of the step (torch.utils.flop_counter) / median step time."
+        + "; GFLOP/s = FLOPs of the step (torch.utils.flop_counter) / median step time; attention "
+        "call `speechbrain` = SpeechBrain's MultiheadAttention call (the step before), `fused` = "
+        "speechpos's batch-first scaled_dot_product_attention on the same weights (the default)."
     )
     table = markdown_table(list(BENCH_HEADERS), bench_table_rows(rows, ceilings))
     write_report(setup, table, args.out)

@@ -283,6 +283,7 @@ def bench_pretrain_step(
     n_mels: int = 80,
     null_key: bool = True,
     seed: int = 0,
+    attention_calls: tuple[str, ...] = ("fused",),
 ) -> list[dict]:
     """Time one pretraining step per configuration; one row per (kind, gather, dtype, ratio).
 
@@ -292,7 +293,11 @@ def bench_pretrain_step(
     change of machine load hits all ratios alike), and the median is kept. Ratio 1.0 is full
     attention (no context sampled), so gathered and masked are the same computation there.
 
-    Each row: ``kind``, ``attention`` (gathered/masked), ``dtype``, ``ratio``, ``targets``
+    ``attention_calls`` holds ``"fused"`` (speechpos's batch-first SDPA, the default) and/or
+    ``"speechbrain"`` (SpeechBrain's own attention call, the step before it), timed interleaved
+    with the ratios on the same model.
+
+    Each row: ``kind``, ``attention`` (gathered/masked), ``call``, ``dtype``, ``ratio``, ``targets``
     (the target ratio, None for all tokens), ``step_ms``
     (median), ``step_ms_min``, ``audio_s_per_s`` (audio seconds per wall-clock second, all threads), ``saved_mb`` (see :class:`SavedTensorBytes`), ``speedup`` over ratio
     1.0 of the same (kind, gather, dtype), ``tokens`` per example. The global torch RNG is
@@ -307,12 +312,13 @@ def bench_pretrain_step(
         return _bench_rows(
             kinds, ratios, target_ratios, gathers, dtypes, num_layers, d_model, nhead, d_ffn,
             frames, tokens, audio_s, batch, repeats, warmup, patch_frames, n_mels, null_key, seed,
+            attention_calls,
         )
 
 
 def _bench_rows(
     kinds, ratios, target_ratios, gathers, dtypes, num_layers, d_model, nhead, d_ffn, frames, tokens, audio_s,
-    batch, repeats, warmup, patch_frames, n_mels, null_key, seed,
+    batch, repeats, warmup, patch_frames, n_mels, null_key, seed, attention_calls=("fused",),
 ) -> list[dict]:
     from speechpos.speech.model import build_speech_encoder
     from speechpos.speech.position_model import SpeechPositionModel
@@ -338,6 +344,8 @@ def _bench_rows(
                          rel=rel, dtype=dtype):
                     model.pretext.sampler = ContextSampler(setting[0])
                     model.pretext.target_ratio = setting[1]
+                    for att in model.encoder.encoder.attentions:  # SpeechEncoder -> ContextEncoder
+                        att.fused = setting[2] == "fused"
                     opt.zero_grad(set_to_none=True)
                     hooks = saved if saved is not None else contextlib.nullcontext()
                     with hooks, _precision_context(dtype):
@@ -345,7 +353,8 @@ def _bench_rows(
                     loss.backward()
                     opt.step()
 
-                settings = [(r, t) for r in ratios for t in (target_ratios if r < 1.0 else (None,))]
+                settings = [(r, t, c) for r in ratios for t in (target_ratios if r < 1.0 else (None,))
+                            for c in attention_calls]
                 saved_mb, flops = {}, {}
                 for ratio in settings:
                     for i in range(warmup):
@@ -365,12 +374,14 @@ def _bench_rows(
                         start = time.perf_counter()
                         step(ratio)
                         times[ratio].append(time.perf_counter() - start)
-                base = statistics.median(times[(1.0, None) if (1.0, None) in times else settings[0]])
                 for ratio in settings:
+                    full = (1.0, None, ratio[2])
+                    base = statistics.median(times[full if full in times else settings[0]])
                     med = statistics.median(times[ratio])
                     rows.append({
                         "kind": kind,
                         "attention": "gathered" if gather else "masked",
+                        "call": ratio[2],
                         "dtype": dtype,
                         "ratio": ratio[0],
                         "targets": ratio[1],
@@ -386,7 +397,7 @@ def _bench_rows(
 
 
 BENCH_HEADERS = (
-    "kind", "attention", "dtype", "context ratio", "target ratio", "step ms (median)", "step ms (min)",
+    "kind", "attention", "attention call", "dtype", "context ratio", "target ratio", "step ms (median)", "step ms (min)",
     "audio s / s", "speed-up vs ratio 1.0", "saved activations MB", "GFLOP/s",
     "% of matmul ceiling",
 )
@@ -397,7 +408,7 @@ def bench_table_rows(rows: list[dict], ceilings: dict[str, float] | None = None)
     maps a dtype to the machine's :func:`matmul_ceiling` in GFLOP/s."""
     ceilings = ceilings or {}
     return [
-        [r["kind"], r["attention"], r["dtype"], r["ratio"],
+        [r["kind"], r["attention"], r["call"], r["dtype"], r["ratio"],
          "all" if r.get("targets") is None else r["targets"], round(r["step_ms"], 1),
          round(r["step_ms_min"], 1), round(r["audio_s_per_s"], 1), f"{r['speedup']:.2f}x",
          round(r["saved_mb"], 1), round(r["gflop_per_s"], 2),

@@ -134,10 +134,12 @@ def keep_threads():
 def test_bench_script_quick_writes_markdown(tmp_path, capsys, keep_threads):
     out = tmp_path / "bench.md"
     tool = load_tool("bench_pretrain_step")
-    assert tool.main(["--quick", "--kinds", "transformer", "--dtypes", "fp32", "bf16", "--out", str(out)]) == 0
+    assert tool.main(["--quick", "--kinds", "transformer", "--dtypes", "fp32", "bf16", "--calls",
+                      "speechbrain", "fused", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| transformer | gathered | bf16 | 0.1 |" in text
-    assert text.count("\n| transformer |") == 16
+    assert "| transformer | gathered | fused | bf16 | 0.1 |" in text
+    assert "| transformer | masked | speechbrain | fp32 | 0.25 |" in text
+    assert text.count("\n| transformer |") == 32  # 2 attentions x 2 calls x 2 dtypes x 4 ratios
     assert "speed-up" in capsys.readouterr().out
 
 
