@@ -144,14 +144,14 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
                       and not r["name"].startswith("probe")}
         if not scratch or not candidates:
             continue
-        best = min(candidates, key=lambda n: stats(n, b)[0])
+        best = min(candidates, key=lambda n: stats(n, b, "dev_clean_wer")[0])  # chosen on dev, reported on test
         w, c = stats(best, b), stats(best, b, "test_clean_cer")
         sc = stats("scratch, sinusoidal PE", b, "test_clean_cer")
         gain = 100 * (scratch[0] - w[0]) / scratch[0]
         cgain = 100 * (sc[0] - c[0]) / sc[0]
         target = TARGET_GAIN_PCT.get(b)
         verdict = "" if target is None else (f" (target {target:g} %: **{'met' if gain >= target else 'not met'}**)")
-        lines.append(f"- {b} of labels: best position-prediction row `{best}`, test WER {fmt(w)} against "
+        lines.append(f"- {b} of labels: best position-prediction row on dev WER, `{best}`: test WER {fmt(w)} against "
                      f"scratch {fmt(scratch)}: **{gain:.1f} % relative**{verdict}; CER {c[0]:.1f} against "
                      f"{sc[0]:.1f} ({cgain:.1f} %).")
         bestrq = stats("BEST-RQ, zero-init PE", b)
@@ -166,6 +166,20 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
                              + ("" if j[2] > 1 and bestrq[2] > 1 else " (one seed: not the target's 2-seed mean)")
                              + ".")
     return "\n".join(lines) if lines else "(no row to compare)"
+
+
+def steps_read(rows: list[dict]) -> str:
+    """The optimizer steps the fine-tunings of each label budget really trained (a budget run
+    with another ``--ctc-steps`` than the report's invocation shows here as it ran).
+
+    >>> steps_read([{"labels": "1h", "steps_trained": 2000}, {"labels": "10h", "steps_trained": 2000},
+    ...             {"labels": "1h", "steps_trained": 2000}])
+    '1h 2000, 10h 2000'
+    """
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["labels"], set()).add(r.get("steps_trained"))
+    return ", ".join(f"{b} {'/'.join(str(x) for x in sorted(v, key=str))}" for b, v in seen.items())
 
 
 def step_speedups(out: Path, model: list[str]) -> dict:
@@ -386,6 +400,7 @@ def main(argv=None) -> int:
             "test_clean_wer": res["test-clean"]["WER"], "test_clean_cer": res["test-clean"]["CER"],
             "dev_clean_wer": res["dev-clean"]["WER"], "dev_clean_cer": res["dev-clean"]["CER"],
             "pretrain_minutes": p.get("pretrain_minutes", 0.0),
+            "steps_trained": res["test-clean"].get("steps_trained"),
             "dev_position_accuracy": p.get("dev_position_accuracy"),
             "chance_position_accuracy": p.get("chance_position_accuracy"),
         })
@@ -466,6 +481,7 @@ def main(argv=None) -> int:
         f"{recipe}, lr 2e-3, checkpoint on dev WER, greedy decoding; "
         f"training time of the {len(ctcs)} fine-tunings {ctc_seconds / 3600:.1f} h in all "
         f"(this invocation's wall time {time.time() - t0:.0f} s; finished runs are kept)."
+        + f" Steps trained, read from the runs: {steps_read(rows)}."
         + (f" {args.note}" if args.note else "")
         + (f" Not run (no result): {', '.join(not_run)}." if not_run else "")
     )

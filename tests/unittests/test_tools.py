@@ -167,3 +167,20 @@ def test_ctc_step_bench_quick_writes_its_table(tmp_path):
     assert report["ceilings_gflop_per_s"]["1xfp32"] > 0
     assert all(0 < r["ceiling_pct"] for r in rows)
     assert "| baseline (ctc.yaml) |" in out.read_text()
+
+
+def test_study_targets_pick_the_best_row_on_dev_and_report_its_test_wer():
+    study = load_tool("pretraining_study")
+
+    def row(name, dev, test, seed=0):
+        return {"name": name, "labels": "1h", "seed": seed, "dev_clean_wer": dev, "test_clean_wer": test,
+                "test_clean_cer": test / 2}
+
+    rows = [row("scratch, sinusoidal PE", 90.0, 86.0), row("scratch, sinusoidal PE", 90.0, 86.0, 1),
+            # lowest test WER, but worse on dev: must not be the one reported
+            row("MP3 + anchors, coarse 4, zero-init PE", 89.5, 70.0),
+            row("joint λ=0.3, zero-init PE", 88.0, 80.0), row("BEST-RQ, zero-init PE", 88.5, 81.0)]
+    text = study.target_lines(rows, ["1h"])
+    assert "best position-prediction row on dev WER, `joint λ=0.3, zero-init PE`: test WER 80.0" in text
+    assert "**7.0 % relative** (target 15 %: **not met**)" in text
+    assert "`joint λ=0.3, zero-init PE` 80.0 (1 seed) against BEST-RQ 81.0 (1 seed): **beats BEST-RQ**" in text
