@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from speechpos.inference.asr import SpeechModel
+from speechpos.position.checkpoint import state_mismatches
 
 EXPORT_MARKER = "speechpos_export.json"
 
@@ -348,13 +349,9 @@ def check_loaded(pretrainer, folder: Path) -> None:
             continue
         path = folder / f"{name}.ckpt"
         state = torch.load(path, map_location="cpu", weights_only=True)
-        expected = obj.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-        if missing or unexpected or wrong:
-            raise ExportError(f"{path}: does not fit {name} (missing {missing[:3]}, unexpected "
-                              f"{unexpected[:3]}, other shape {wrong[:3]})")
+        problems = state_mismatches(obj.state_dict(), state, optional=())
+        if problems:
+            raise ExportError(f"{path}: does not fit {name}: {'; '.join(problems)}")
 
 
 def _yaml_value(value) -> str:

@@ -57,9 +57,17 @@ def find_encoder_checkpoint(path: str | Path, name: str = "encoder") -> Path:
     raise FileNotFoundError(f"no pretrained encoder '{name}.ckpt' found at {path}")
 
 
-def _mismatches(own: dict, state: dict) -> list[str]:
-    missing = [k for k in own if k not in state and not k.startswith(OPTIONAL_PREFIXES)]
-    unexpected = [k for k in state if k not in own and not k.startswith(OPTIONAL_PREFIXES)]
+def state_mismatches(own: dict, state: dict, optional: tuple[str, ...] = OPTIONAL_PREFIXES) -> list[str]:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``: one phrase per
+    kind of mismatch (keys missing, unexpected, of another shape); empty when it fits. Keys under
+    an ``optional`` prefix may be absent on either side.
+
+    >>> import torch
+    >>> state_mismatches({"w": torch.zeros(2)}, {"w": torch.zeros(3), "b": torch.zeros(1)})
+    ['1 keys unexpected (e.g. b)', '1 keys of another shape (e.g. w (3,) in the checkpoint vs (2,) in the model)']
+    """
+    missing = [k for k in own if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in own and not k.startswith(optional)]
     wrong = [
         f"{k} {tuple(state[k].shape)} in the checkpoint vs {tuple(own[k].shape)} in the model"
         for k in own
@@ -90,7 +98,7 @@ def load_encoder_state(model: nn.Module, path: str | Path, name: str = "encoder"
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(state).__name__}")
     own = model.state_dict()
-    problems = _mismatches(own, state)
+    problems = state_mismatches(own, state)
     if problems:
         raise CheckpointMismatchError(
             f"{path} was saved from a different architecture: " + "; ".join(problems)
