@@ -202,8 +202,7 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None,
     torch.save(ctc_state, out / "ctc_lin.ckpt")
     n_units = next(iter(ctc_state.values())).shape[0]
 
-    arch = "\n".join(f"{key}: {_yaml_value(hp[key])}" for key in ARCHITECTURE_KEYS.values())
-    encoder_args = "\n".join(f"    {arg}: !ref <{key}>" for arg, key in ARCHITECTURE_KEYS.items())
+    arch, encoder_args = _architecture_lines({arg: hp[key] for arg, key in ARCHITECTURE_KEYS.items()})
     (out / "hyperparams.yaml").write_text(_YAML.format(
         run=run, sample_rate=hp["sample_rate"], arch=arch, token_type=token_type,
         features_and_encoder=_FEATURES_AND_ENCODER.format(
@@ -273,14 +272,11 @@ def export_encoder(run: str | Path, out: str | Path, command: str | None = None)
     encoder, args = finetune_encoder(hp, run / "encoder.ckpt")
     out.mkdir(parents=True, exist_ok=True)
     torch.save(encoder.state_dict(), out / "encoder.ckpt")
-    arch_keys = {arg: key for arg, key in ARCHITECTURE_KEYS.items() if arg in args}
-    values = {key: args[arg] for arg, key in arch_keys.items()}
+    arch, encoder_args = _architecture_lines({arg: args[arg] for arg in ARCHITECTURE_KEYS if arg in args})
     (out / "hyperparams.yaml").write_text(_ENCODER_YAML.format(
-        run=run, out=json.dumps(str(out.resolve())), sample_rate=hp["sample_rate"],
-        arch="\n".join(f"{key}: {_yaml_value(v)}" for key, v in values.items()),
+        run=run, out=json.dumps(str(out.resolve())), sample_rate=hp["sample_rate"], arch=arch,
         features_and_encoder=_FEATURES_AND_ENCODER.format(
-            norm_type=hp["normalize"].norm_type, name="encoder",
-            encoder_args="\n".join(f"    {arg}: !ref <{key}>" for arg, key in arch_keys.items())),
+            norm_type=hp["normalize"].norm_type, name="encoder", encoder_args=encoder_args),
     ), encoding="utf-8")
     meta = {"format": 1, "kind": "pretrained_encoder", "source_run": str(run.resolve()), "command": command}
     (out / "speechpos_encoder.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -352,6 +348,15 @@ def check_loaded(pretrainer, folder: Path) -> None:
         problems = state_mismatches(obj.state_dict(), state, optional=())
         if problems:
             raise ExportError(f"{path}: does not fit {name}: {'; '.join(problems)}")
+
+
+def _architecture_lines(values: dict) -> tuple[str, str]:
+    """The yaml's architecture keys (``d_model: 144`` ...) and the encoder builder's arguments
+    that refer to them, for ``values`` keyed by builder argument (see ``ARCHITECTURE_KEYS``)."""
+    keys = {arg: ARCHITECTURE_KEYS[arg] for arg in values}
+    arch = "\n".join(f"{keys[arg]}: {_yaml_value(v)}" for arg, v in values.items())
+    encoder_args = "\n".join(f"    {arg}: !ref <{key}>" for arg, key in keys.items())
+    return arch, encoder_args
 
 
 def _yaml_value(value) -> str:
