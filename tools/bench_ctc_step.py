@@ -131,6 +131,23 @@ def step_flops(hp, ctc_lin, params, wavs, precision) -> float:
     return float(counter.get_total_flops())
 
 
+def profile_step(hp, ctc_lin, params, wavs, precision, steps: int = 3, top: int = 10) -> list[dict]:
+    """Where a (fused-attention) step's time goes: ``torch.profiler``'s operators by self CPU
+    time, as shares of the profiled total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    targets = torch.randint(1, 30, (wavs.shape[0], int(wavs.shape[1] / 16000 * 12)))
+    train_step(hp, hp["encoder"], ctc_lin, params, opt, wavs, targets, precision)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train_step(hp, hp["encoder"], ctc_lin, params, opt, wavs, targets, precision)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"operator": e.key, "self_cpu_pct": round(100 * e.self_cpu_time_total / total, 1),
+             "calls_per_step": e.count // steps} for e in events[:top]]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", help="manifest whose first utterances are the batch (default: noise)")
@@ -143,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true",
                    help="also time the encoder under torch.compile (baseline variant; minutes of compiling)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile the baseline's step (1st thread count, last precision) and list its top operators")
     p.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     p.add_argument("--quick", action="store_true", help="tiny model and batch (plumbing check)")
     p.add_argument("--out", default=str(ROOT / "docs" / "ctc_throughput.md"))
@@ -217,10 +236,22 @@ def main(argv=None) -> int:
     table = markdown_table(["variant", "params (M)", "threads", "precision", "step", "step (s)",
                             "audio s / s", "speed-up", "GFLOP/s", "% of matmul ceiling",
                             "compile (s)"], rows)
+    profile = []
+    if args.profile:
+        torch.set_num_threads(args.threads[0])
+        torch.manual_seed(0)
+        hp, ctc_lin, params = build(QUICK if args.quick else {}, tmp)
+        profile = profile_step(hp, ctc_lin, params, wavs, args.precisions[-1])
+        table += (f"\n\nWhere the step's time goes (`{args.variants[0]}` with fused attention, "
+                  f"{args.threads[0]} thread(s), {args.precisions[-1]}; torch.profiler, operators by "
+                  "self CPU time over 3 steps):\n\n" + markdown_table(
+                      ["operator", "% of self CPU time", "calls per step"],
+                      [list(r.values()) for r in profile]))
     write_report(setup, table, args.out)
     Path(args.out).with_suffix(".json").write_text(
         json.dumps({"setup": setup, "ceilings_gflop_per_s": {f"{t}x{pr}": round(v, 1) for (t, pr), v in
-                                                             ceilings.items()}, "rows": records}, indent=1))
+                                                             ceilings.items()}, "rows": records,
+                    "profile": profile}, indent=1))
     return 0
 
 

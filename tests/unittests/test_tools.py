@@ -154,7 +154,7 @@ def test_ctc_step_bench_quick_writes_its_table(tmp_path):
     bench = load_tool("bench_ctc_step")
     out = tmp_path / "ctc.md"
     assert bench.main(["--quick", "--threads", "1", "--precisions", "fp32",
-                       "--variants", "baseline (ctc.yaml)", "conv front-end",
+                       "--variants", "baseline (ctc.yaml)", "conv front-end", "--profile",
                        "--out", str(out)]) == 0
     report = __import__("json").loads(out.with_suffix(".json").read_text())
     rows = report["rows"]
@@ -167,6 +167,9 @@ def test_ctc_step_bench_quick_writes_its_table(tmp_path):
     assert report["ceilings_gflop_per_s"]["1xfp32"] > 0
     assert all(0 < r["ceiling_pct"] for r in rows)
     assert "| baseline (ctc.yaml) |" in out.read_text()
+    shares = [r["self_cpu_pct"] for r in report["profile"]]
+    assert len(shares) == 10 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.1
+    assert "% of self CPU time" in out.read_text()
 
 
 def test_study_targets_pick_the_best_row_on_dev_and_report_its_test_wer():
