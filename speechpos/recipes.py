@@ -137,9 +137,14 @@ def prepare_keyword_data(hparams) -> None:
 
 def train_loader_options(hparams, train_set) -> dict:
     """``train_dataloader_opts``, or a SpeechBrain ``DynamicBatchSampler`` over ``duration``
-    when ``dynamic_batching`` is set (batches of ``max_batch_length_train`` seconds)."""
+    when ``dynamic_batching`` is set (batches of ``max_batch_length_train`` seconds). Where CUDA
+    is available batches are pinned (``pin_memory``), unless the options say otherwise, so the
+    host-to-GPU copy does not stall the step."""
+    import torch
+
+    pin = {"pin_memory": torch.cuda.is_available()}
     if not hparams.get("dynamic_batching"):
-        return hparams["train_dataloader_opts"]
+        return {**pin, **hparams["train_dataloader_opts"]}
     sampler = sb.dataio.sampler.DynamicBatchSampler(
         train_set,
         max_batch_length=hparams["max_batch_length_train"],
@@ -149,7 +154,7 @@ def train_loader_options(hparams, train_set) -> dict:
         batch_ordering="random",
         max_batch_ex=hparams["max_batch_ex"],
     )
-    return {"batch_sampler": sampler, "num_workers": hparams["num_workers"]}
+    return {"batch_sampler": sampler, "num_workers": hparams["num_workers"], **pin}
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -70,3 +70,23 @@ def test_dynamically_compiled_encoder_matches_eager_on_two_batch_shapes():
         torch.testing.assert_close(grad_got, grad_ref, atol=1e-3, rtol=1e-3)
         frames_traced.append(backend.frame_count)
     assert frames_traced[0] > 0 and frames_traced[1] == frames_traced[0]  # the second shape: no recompile
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("cuda", [False, True])
+def test_training_batches_are_pinned_where_cuda_is(monkeypatch, dynamic, cuda):
+    """The CUDA data path, checked on CPU: batches are pinned exactly when a GPU is there."""
+    from speechpos.recipes import train_loader_options
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    hparams = {"dynamic_batching": dynamic, "train_dataloader_opts": {"batch_size": 4},
+               "max_batch_length_train": 10, "num_buckets": 2, "max_batch_ex": 8, "num_workers": 0}
+    import speechbrain as sb
+
+    monkeypatch.setattr(sb.dataio.sampler, "DynamicBatchSampler", lambda *a, **k: "sampler")
+    opts = train_loader_options(hparams, train_set=[])
+    assert opts["pin_memory"] is cuda
+    assert ("batch_sampler" in opts) is dynamic
+    hparams["train_dataloader_opts"] = {"batch_size": 4, "pin_memory": False}
+    if not dynamic:
+        assert train_loader_options(hparams, [])["pin_memory"] is False  # the yaml wins
