@@ -275,6 +275,9 @@ def main(argv=None) -> int:
                         help="run nothing: write the report from the runs already finished (the others are "
                              "listed as not run)")
     parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report's setup")
+    parser.add_argument("--report", default=None,
+                        help="name of the docs/<report>.{md,json,png} files (default: the preset's); a separate "
+                             "invocation (e.g. one budget at more steps) keeps the main report")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
@@ -505,11 +508,11 @@ def main(argv=None) -> int:
         speed_table,
     ]
     ceiling = args.docs / "pretraining_study_ceiling.md"
-    if preset["report"] == "pretraining_study" and ceiling.is_file():
+    name = args.report or preset["report"]
+    if name == "pretraining_study" and ceiling.is_file():
         parts += ["### Measured at the ceiling (previous study: 1,000 steps of 4 utterances)",
                   "Every recognizer there stays near WER 100; kept for the record, from "
                   "`docs/pretraining_study_ceiling.md` (`--preset cpu`):", ceiling.read_text().strip()]
-    name = preset["report"]
     args.docs.mkdir(parents=True, exist_ok=True)
     write_report("\n\n".join(parts), "", args.docs / f"{name}.md")
     (args.docs / f"{name}.json").write_text(json.dumps({

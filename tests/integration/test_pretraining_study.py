@@ -65,6 +65,13 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
     assert {r["seed"] for r in report["rows"]} == {0} and len(report["rows"]) == len(rows)
     assert "A note. Not run (no result): ctc_scratch_sinusoidal_pe_10s_1, " in report["setup"]
 
+    # --report names the files: a separate invocation leaves the main report as it was.
+    main_report = (docs / "pretraining_study.md").read_text()
+    other = study(tiny_librispeech, out, docs, "--labels", "30s", "--report-only", "--report", "study_30s")
+    assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
+    assert {r["labels"] for r in json.loads((docs / "study_30s.json").read_text())["rows"]} == {"30s"}
+    assert (docs / "study_30s.png").is_file() and (docs / "pretraining_study.md").read_text() == main_report
+
     # Scaling rows: the best position row and BEST-RQ also pretrained for 0.1 min (the 0.05-min
     # runs above are kept and join the curve), fine-tuned at 30 s, the gain tabled and plotted.
     scaled = study(tiny_librispeech, out, docs, "--labels", "30s", "--no-probe", "--scaling-minutes", "0.1",
