@@ -50,6 +50,18 @@ def tiny_speech_commands(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_speech_commands_other(tmp_path_factory):
+    """The tiny corpus with the flite engine held out: its speakers (2) only in
+    ``testing_other_list.txt`` (``tools/make_kws_corpus.py --size tiny --held-out-engine flite``).
+    Treat it as read-only."""
+    from speechpos.corpora.speech_commands import make_kws_corpus
+
+    root = tmp_path_factory.mktemp("tiny_kws_other") / "speech_commands"
+    make_kws_corpus(root, size="tiny", seed=TINY_KWS_SEED, jobs=2, held_out_engine="flite")
+    return root
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """One torch thread for the tests of a module that train in-process (steadier, and leaves

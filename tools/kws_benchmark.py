@@ -70,6 +70,16 @@ PRETRAININGS = {
     "MP3 + anchors": {"anchor_ratio": 1.0},
 }
 
+# Training-time augmentations of the keyword recipes (hparams switches), one ablation row each.
+AUGMENTATIONS = {
+    "noise": {"noise_probability": 0.8},    # _background_noise_ at 0-20 dB SNR, 80 % of the clips
+    "speed": {"speed_perturb": True},       # 90 / 100 / 110 % speed
+    "SpecAugment": {"spec_augment": True},  # frequency masks and time warping
+    "mixup": {"mixup_alpha": 0.4},
+}
+ALL_AUGMENTATION = {k: v for aug in AUGMENTATIONS.values() for k, v in aug.items()}
+AUGMENTED = "all augmentation"
+
 # (row name, hparams file, pretraining or None, overrides)
 ROWS = [
     ("scratch, PE", "kwt.yaml", None, {"position_embedding": "learned"}),
@@ -80,6 +90,20 @@ ROWS = [
     ("MP3 + anchors, zero-init PE", "kwt.yaml", "MP3 + anchors", {"position_embedding": "learned"}),
     ("SpeechBrain x-vector", "xvector.yaml", None, {}),
 ]
+# --rows augmentation: what each augmentation buys (scratch), then every augmentation together
+# for scratch, the position-prediction rows and the x-vector.
+AUGMENTATION_ROWS = [
+    ("scratch, PE", "kwt.yaml", None, {"position_embedding": "learned"}),
+    *[(f"scratch, PE, + {name}", "kwt.yaml", None, {"position_embedding": "learned", **aug})
+      for name, aug in AUGMENTATIONS.items()],
+    (f"scratch, PE, {AUGMENTED}", "kwt.yaml", None, {"position_embedding": "learned", **ALL_AUGMENTATION}),
+    (f"MP3, no PE, {AUGMENTED}", "kwt.yaml", "MP3", {"position_embedding": "none", **ALL_AUGMENTATION}),
+    (f"MP3 + anchors, zero-init PE, {AUGMENTED}", "kwt.yaml", "MP3 + anchors",
+     {"position_embedding": "learned", **ALL_AUGMENTATION}),
+    ("SpeechBrain x-vector", "xvector.yaml", None, {}),
+    (f"SpeechBrain x-vector, {AUGMENTED}", "xvector.yaml", None, dict(ALL_AUGMENTATION)),
+]
+ROW_SETS = {"position": ROWS, "augmentation": AUGMENTATION_ROWS}
 POSITION_ROWS = [name for name, _, pre, _ in ROWS if pre]
 
 
@@ -93,21 +117,23 @@ def slug(name: str) -> str:
 
 
 def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path,
-              limits: dict[str, list[int]] | None = None) -> tuple[list[Run], list[Run]]:
+              limits: dict[str, list[int]] | None = None, rows=ROWS) -> tuple[list[Run], list[Run]]:
     """(first phase: pretrainings and rows that need none; second phase: fine-tunes);
-    ``limits`` maps a pretraining to the only seeds it (and the rows from it) runs with."""
+    ``limits`` maps a pretraining to the only seeds it (and the rows from it) runs with; only
+    the pretrainings that ``rows`` fine-tune from are run."""
     limits = limits or {}
     common = {"data_folder": data, "prep_folder": out / "prep", "skip_prep": True,
               "noprogressbar": True, "num_workers": 0}
+    used = {pre for _, _, pre, _ in rows if pre}
     first, second = [], []
     for seed in seeds:
         for pre, overrides in PRETRAININGS.items():
-            if seed not in limits.get(pre, [seed]):
+            if pre not in used or seed not in limits.get(pre, [seed]):
                 continue
             args = {**common, **preset["model"], **preset["pretrain"], **overrides, "seed": seed}
             first.append(_run(f"pretrain {pre} {seed}", "pretrain.py", "pretrain.yaml", args,
                               out / "pretrain" / slug(pre) / str(seed), {"seed": seed}))
-        for name, hparams, pre, overrides in ROWS:
+        for name, hparams, pre, overrides in rows:
             if pre and seed not in limits.get(pre, [seed]):
                 continue
             args = {**common, **overrides, "seed": seed}
@@ -139,7 +165,9 @@ def collect(runs: list[Run]) -> list[dict]:
         res = json.loads((run.out / "results.json").read_text())
         row = {"name": run.info["row"], "seed": run.info["seed"],
                "test_accuracy": res["test_accuracy"], "valid_accuracy": res["valid_accuracy"],
-               "wall_s": run.info.get("wall_s")}
+               "wall_s": run.info.get("wall_s"), "parameters": res.get("parameters")}
+        if "test_other_accuracy" in res:
+            row["test_other_accuracy"] = res["test_other_accuracy"]
         if run.info["pretraining"]:
             pre = json.loads((Path(res_path(run)) / "results.json").read_text())
             row["pretraining"] = run.info["pretraining"]
@@ -207,32 +235,87 @@ def targets(rows: list[dict]) -> list[str]:
     return out
 
 
-def write_report(rows: list[dict], docs: Path, setup: str, preset: str) -> None:
-    """kws_results.md / .json / kws_confusion.png."""
+def augmentation_targets(rows: list[dict]) -> list[str]:
+    """The targets of the held-out-engine benchmark (``--rows augmentation``), on the means."""
+    def stats(name, key="test_accuracy"):
+        values = [r[key] for r in rows if r["name"] == name and key in r]
+        return (statistics.mean(values), statistics.pstdev(values), len(values)) if values else None
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    out = []
+    if any("test_other_accuracy" in r for r in rows):
+        kwt = [n for n in names if not n.startswith("SpeechBrain") and stats(n, "test_other_accuracy")]
+        xvec = [n for n in names if n.startswith("SpeechBrain") and stats(n, "test_other_accuracy")]
+        if kwt and xvec:
+            best = max(kwt, key=lambda n: stats(n, "test_other_accuracy")[0])
+            peer = max(xvec, key=lambda n: stats(n, "test_other_accuracy")[0])
+            b, x = stats(best, "test_other_accuracy"), stats(peer, "test_other_accuracy")
+            out.append(f"- held-out engine: best transformer row ({best}) {b[0]:.2f} ± {b[1]:.2f} ({b[2]} seeds) "
+                       f">= the better x-vector ({peer}) {x[0]:.2f} ± {x[1]:.2f} ({x[2]} seeds): {mark(b[0] >= x[0])}")
+        scratch = stats(f"scratch, PE, {AUGMENTED}", "test_other_accuracy")
+        position = [n for n in names if n.endswith(AUGMENTED) and not n.startswith(("scratch", "SpeechBrain"))
+                    and stats(n, "test_other_accuracy")]
+        if scratch and position:
+            best = max(position, key=lambda n: stats(n, "test_other_accuracy")[0])
+            acc = stats(best, "test_other_accuracy")[0]
+            fewer = 100.0 * (1 - (100 - acc) / max(100 - scratch[0], 1e-9))
+            out.append(f"- held-out engine: best position-prediction row ({best}) {acc:.2f} against scratch with "
+                       f"the same augmentation {scratch[0]:.2f}: {fewer:.0f} % fewer errors (target >= 25 %): "
+                       f"{mark(fewer >= 25)}")
+    kwt = [n for n in names if not n.startswith("SpeechBrain")]
+    if kwt:
+        best = max(kwt, key=lambda n: stats(n)[0])
+        out.append(f"- in distribution: best transformer row ({best}) {stats(best)[0]:.2f} (target >= 99 %): "
+                   f"{mark(stats(best)[0] >= 99)}")
+    for name in names:
+        base = name.split(", + ")[0] if ", + " in name else name.removesuffix(f", {AUGMENTED}")
+        if base == name or not stats(base) or not stats(name):
+            continue
+        (a, sd, _), (b, _, _) = stats(name), stats(base)
+        if b - a > sd:
+            out.append(f"- in distribution, {name} loses {b - a:.2f} points to {base} ({a:.2f} against {b:.2f}), "
+                       f"more than its seed std {sd:.2f}")
+    if not any("loses" in line for line in out):
+        out.append("- in distribution: no augmented row loses more than its seed std to its row without augmentation")
+    return out
+
+
+def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=ROWS,
+                 name: str = "kws_results") -> None:
+    """<name>.md / .json and kws_confusion.png (kws_results: the rows of ``row_set``)."""
     docs.mkdir(parents=True, exist_ok=True)
+    other = any("test_other_accuracy" in r for r in rows)
     table = []
-    for name, *_ in ROWS:
-        mine = [r for r in rows if r["name"] == name]
+    for row, *_ in row_set:
+        mine = [r for r in rows if r["name"] == row]
         pos = [r["dev_position_accuracy"] for r in mine if "dev_position_accuracy" in r]
         chance = [r["chance_position_accuracy"] for r in mine if "chance_position_accuracy" in r]
-        table.append([name, fmt([r["test_accuracy"] for r in mine]), fmt([r["valid_accuracy"] for r in mine]),
+        held = [fmt([r["test_other_accuracy"] for r in mine if "test_other_accuracy" in r])] if other else []
+        table.append([row, fmt([r["test_accuracy"] for r in mine]), *held, fmt([r["valid_accuracy"] for r in mine]),
                       fmt(pos), fmt(chance), len(mine)])
-    best = max(POSITION_ROWS, key=lambda n: mean_of(rows, n) or -1.0)
+    position_rows = [n for n, _, pre, _ in row_set if pre]
+    best = max(position_rows, key=lambda n: mean_of(rows, n) or -1.0)
     best_rows = [r for r in rows if r["name"] == best]
-    confusion = np.sum([np.array(r["_confusion"]) for r in best_rows], axis=0)
-    plot_class_confusion(confusion, best_rows[0]["_labels"], docs / "kws_confusion.png",
-                         title=f"{best}: test confusion, summed over {len(best_rows)} seed(s)")
-    headers = ["model", "test accuracy %", "valid accuracy %", "pretext dev position acc. %",
-               "chance %", "seeds"]
+    confusion_png = "kws_confusion.png" if name == "kws_results" else f"{name}_confusion.png"
+    if best_rows:
+        confusion = np.sum([np.array(r["_confusion"]) for r in best_rows], axis=0)
+        plot_class_confusion(confusion, best_rows[0]["_labels"], docs / confusion_png,
+                             title=f"{best}: test confusion, summed over {len(best_rows)} seed(s)")
+    headers = ["model", "test accuracy %", *(["held-out engine test %"] if other else []), "valid accuracy %",
+               "pretext dev position acc. %", "chance %", "seeds"]
+    checks = ("Targets (issue 14):", targets(rows)) if row_set is ROWS else (
+        "Targets (issue 25):", augmentation_targets(rows))
     text = "\n".join([
         "# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)",
-        "", setup, "", markdown_table(headers, table), "", "Targets (issue 14):", "",
-        *targets(rows), "",
-        f"Confusion matrix of the best position-prediction row: `kws_confusion.png` ({best}).", "",
+        "", setup, "", markdown_table(headers, table), "", checks[0], "", *checks[1], "",
+        f"Confusion matrix of the best position-prediction row: `{confusion_png}` ({best}).", "",
     ])
-    (docs / "kws_results.md").write_text(text)
+    (docs / f"{name}.md").write_text(text)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    (docs / "kws_results.json").write_text(json.dumps({"preset": preset, "setup": setup, "rows": public}, indent=1))
+    (docs / f"{name}.json").write_text(json.dumps({"preset": preset, "setup": setup, "rows": public}, indent=1))
     print(text)
 
 
@@ -247,6 +330,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", action="append", default=[], metavar="PRETRAINING=SEED[,SEED]",
                         help="run this pretraining and its rows with these seeds only, e.g. 'MP3 + anchors=0'")
     parser.add_argument("--corpus-seed", type=int, default=1234)
+    parser.add_argument("--held-out-engine", choices=["espeak-ng", "flite", "festival"],
+                        help="make the corpus without this engine's voices in training and report every row "
+                             "also on them (testing_other_list.txt; default data: data/kws_<size>_<engine>)")
+    parser.add_argument("--rows", choices=sorted(ROW_SETS), default="position",
+                        help="position: the position-prediction rows; augmentation: what each training "
+                             "augmentation buys, then all of them for scratch, the pretrained rows and the x-vector")
+    parser.add_argument("--report", default="kws_results", help="name of the <docs>/<report>.{md,json}")
     args = parser.parse_args(argv)
     try:
         limits = seed_limits(args.limit, PRETRAININGS)
@@ -254,24 +344,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     preset = PRESETS[args.preset]
     seeds = args.seeds or preset["seeds"]
-    data = Path(args.data or ROOT / "data" / f"kws_{preset['corpus']}").resolve()
+    suffix = f"_{args.held_out_engine}" if args.held_out_engine else ""
+    data = Path(args.data or ROOT / "data" / f"kws_{preset['corpus']}{suffix}").resolve()
     out = Path(args.out or ROOT / "results" / "kws_benchmark" / args.preset).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs)
+    make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs, held_out_engine=args.held_out_engine)
     prepare_speech_commands(data, out / "prep", task="12")
-    first, second = plan_runs(preset, seeds, data, out, limits)
+    row_set = ROW_SETS[args.rows]
+    first, second = plan_runs(preset, seeds, data, out, limits, row_set)
     print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
     run_all(first, args.jobs, 1, out / "logs")
     print(f"phase 2: {len(second)} fine-tunes of pretrained encoders", flush=True)
     run_all(second, args.jobs, 1, out / "logs")
-    rows = sorted(collect(first + second), key=lambda r: ([n for n, *_ in ROWS].index(r["name"]), r["seed"]))
-    setup = (f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}`), "
+    rows = sorted(collect(first + second), key=lambda r: ([n for n, *_ in row_set].index(r["name"]), r["seed"]))
+    held = f" --held-out-engine {args.held_out_engine}" if args.held_out_engine else ""
+    setup = (f"`python tools/kws_benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`. "
+             f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}{held}`), "
              f"12 classes; KWT {preset['model']}; pretraining {preset['pretrain']}; fine-tuning "
              f"{preset['finetune']}; x-vector {preset['xvector']}; seeds {seeds}"
              + "".join(f" ({name}: seeds {v} only)" for name, v in limits.items())
              + "; 1 CPU thread per run, "
              f"{args.jobs} at a time.")
-    write_report(rows, Path(args.docs), setup, args.preset)
+    if args.rows == "augmentation":
+        setup += (f" Augmentations (hparams overrides): {AUGMENTATIONS}; `{AUGMENTED}` is all of them; every row also "
+                  "has the recipe's ±100 ms time shift (and the KWT its time masks).")
+    if args.held_out_engine:
+        setup += (f" Held-out engine: every {args.held_out_engine} voice is kept out of training, validation and "
+                  "the in-distribution test list; `held-out engine test` scores them.")
+    write_report(rows, Path(args.docs), setup, args.preset, row_set, args.report)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ Usage::
         --data_folder=data/speech_commands
 
 Outputs in ``<output_folder>``: ``train_log.txt``, ``save/``, ``labels.txt`` (class order),
-``results.json`` (``test_accuracy``, ``valid_accuracy`` in %, the test confusion matrix).
+``results.json`` (``test_accuracy``, ``valid_accuracy`` in %, the test confusion matrix; with a
+``testing_other_list.txt`` in the data folder also ``test_other_accuracy`` and its confusion).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
+import torch
 
 from speechpos.position.checkpoint import load_encoder_state
 from speechpos.recipes import ConfigError, die, prepare_keyword_data, start_experiment, user_errors
 from speechpos.speech.data.keyword_data import keyword_datasets
+from speechpos.speech.keyword_augment import fixed_length, mixup
 from speechpos.vision.schedule import attach_scheduler
 
 
@@ -43,20 +46,44 @@ class KeywordBrain(sb.core.Brain):
             self.hparams.scheduler(self.optimizer)
 
     def compute_forward(self, batch, stage):
-        """Class logits of a batch (time shift and SpecAugment-style drops in training)."""
+        """Class logits of a batch; in training the hparams' augmentations first (speed, time
+        shift, background noise, mixup on the waveform; time/frequency masks and warping on the
+        features)."""
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
-        if stage == sb.Stage.TRAIN and self.hparams.time_shift is not None:
-            wavs, lens = self.hparams.time_shift(wavs, lens)
+        self.mixed = None
+        if stage == sb.Stage.TRAIN:
+            wavs, lens = self.augment_waveforms(wavs, lens, batch)
         feats = self.modules.compute_features(wavs)
         feats = self.modules.normalize(feats, lens, epoch=self.hparams.epoch_counter.current)
-        if stage == sb.Stage.TRAIN and self.hparams.spec_drop is not None:
-            feats = self.hparams.spec_drop(feats)
+        if stage == sb.Stage.TRAIN:
+            if self.hparams.spec_drop is not None:
+                feats = self.hparams.spec_drop(feats)
+            if self.hparams.spec_augment:
+                feats = self.hparams.time_warp(self.hparams.freq_drop(feats))
         logits = self.modules.classifier(self.modules.encoder(feats))
         return logits.squeeze(1) if logits.dim() == 3 else logits
 
+    def augment_waveforms(self, wavs, lens, batch):
+        """Speed change, time shift, background noise on a random share of the clips, mixup."""
+        hp = self.hparams
+        if hp.speed_perturb:
+            wavs = fixed_length(hp.speed_change(wavs), hp.clip_samples)
+        if hp.time_shift is not None:
+            wavs, lens = hp.time_shift(wavs, lens)
+        if hp.noise_probability > 0:
+            chosen = torch.rand(wavs.shape[0], device=wavs.device) < hp.noise_probability
+            if chosen.any():
+                wavs = torch.where(chosen[:, None], hp.add_noise(wavs, lens), wavs)
+        if hp.mixup_alpha > 0:
+            labels = batch.label_encoded[0].to(self.device).view(-1)
+            wavs, other_labels, lam = mixup(wavs, labels, hp.mixup_alpha)
+            self.mixed = (other_labels, lam)
+        return wavs, lens
+
     def compute_objectives(self, predictions, batch, stage):
-        """Cross-entropy; counts hits (and the confusion matrix) outside training."""
+        """Cross-entropy (mixed as the clips were under mixup); counts hits (and the confusion
+        matrix) outside training."""
         labels = batch.label_encoded[0].to(self.device).view(-1)
         if stage != sb.Stage.TRAIN:
             pred = predictions.argmax(-1)
@@ -64,7 +91,11 @@ class KeywordBrain(sb.core.Brain):
             self.count += labels.numel()
             for t, p in zip(labels.tolist(), pred.tolist(), strict=True):
                 self.confusion[t][p] += 1
-        return self.hparams.classification_loss(predictions, labels)
+        loss = self.hparams.classification_loss(predictions, labels)
+        if stage == sb.Stage.TRAIN and self.mixed is not None:
+            other_labels, lam = self.mixed
+            loss = lam * loss + (1.0 - lam) * self.hparams.classification_loss(predictions, other_labels)
+        return loss
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the counters."""
@@ -129,9 +160,10 @@ def main(argv: list[str] | None = None) -> KeywordBrain:
         valid_loader_kwargs=dict(hparams["valid_loader_kwargs"]),
     )
     brain.scores = {}
-    for split in ("valid", "test"):
-        brain.eval_split = split
-        brain.evaluate(datasets[split], min_key="error", test_loader_kwargs=dict(hparams["valid_loader_kwargs"]))
+    for split in ("valid", "test", "test_other"):
+        if split in datasets:
+            brain.eval_split = split
+            brain.evaluate(datasets[split], min_key="error", test_loader_kwargs=dict(hparams["valid_loader_kwargs"]))
     results = {
         "test_accuracy": brain.scores["test"]["accuracy"],
         "valid_accuracy": brain.scores["valid"]["accuracy"],
@@ -140,6 +172,9 @@ def main(argv: list[str] | None = None) -> KeywordBrain:
         "confusion": brain.scores["test"]["confusion"],
         "parameters": sum(p.numel() for p in hparams["modules"]["encoder"].parameters()),
     }
+    if "test_other" in brain.scores:
+        results.update(test_other_accuracy=brain.scores["test_other"]["accuracy"],
+                       test_other_confusion=brain.scores["test_other"]["confusion"])
     Path(hparams["output_folder"], "results.json").write_text(json.dumps(results, indent=1))
     return brain
 

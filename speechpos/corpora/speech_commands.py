@@ -8,6 +8,8 @@ reads, so the recipes run unchanged on this corpus and on the real dataset)::
     <out>/_background_noise_/*.wav            long noise files: white, pink, brown, hum, babble
     <out>/validation_list.txt                 paths relative to <out>, chosen by the hash of the
     <out>/testing_list.txt                    speaker id (:func:`which_set`), as the real lists
+    <out>/testing_other_list.txt              only with ``held_out_engine``: every clip of the
+                                              speakers of that engine (none of them trains)
     <out>/SPEAKERS.txt                        speaker id -> voice setting
     <out>/kws_corpus.json                     the settings; a finished corpus is not remade
 
@@ -16,6 +18,12 @@ Every speaker is one text-to-speech voice setting (engine + voice + pitch + spea
 voice setting of the test list out of training. Repetition ``n`` of a word is the same voice
 slightly faster or slower. Words sit near the middle of the 1-s clip (as in the real set, cut
 around the loudest second), with a random jitter of up to 0.1 s, over faint noise.
+
+With ``held_out_engine`` (e.g. ``"flite"``) the speakers of the three usual lists use the other
+engines only, and ``OTHER_SPEAKERS[size]`` more speakers of the held-out engine are made and
+listed in ``testing_other_list.txt``: a test of voices from an engine no training clip came
+from (the preparation writes it as ``test_other.csv`` and keeps it out of training; the real
+dataset has no such list and is prepared as before).
 
 Example
 -------
@@ -46,6 +54,7 @@ from speechpos.speech.data.speech_commands import (
     CORE_WORDS,
     NOISE_FOLDER,
     TESTING_LIST,
+    TESTING_OTHER_LIST,
     VALIDATION_LIST,
     speaker_of,
 )
@@ -98,6 +107,9 @@ SIZES = {
     "tiny": KwsSize(speakers=16, repetitions=1, noise_seconds=12.0, held_out=2),
     "default": KwsSize(speakers=160, repetitions=2, noise_seconds=60.0, held_out=16),
 }
+# Speakers of the held-out engine (``held_out_engine``), beside the size's own.
+OTHER_SPEAKERS = {"tiny": 2, "default": 24}
+ENGINE_WEIGHTS = {"espeak-ng": 6, "flite": 2, "festival": 1}
 
 
 @dataclass(frozen=True)
@@ -110,38 +122,54 @@ class Speaker:
     snr_db: float
 
 
-def _speaker_ids(rng: random.Random, size: KwsSize) -> list[tuple[str, str]]:
+def _speaker_ids(rng: random.Random, quota: dict[str, int], taken=()) -> list[tuple[str, str]]:
     """(id, split) pairs: ids drawn until each split has its quota under the hash rule."""
-    quota = {
-        "validation": size.held_out,
-        "testing": size.held_out,
-        "training": size.speakers - 2 * size.held_out,
-    }
-    if quota["training"] < 1:
-        raise ValueError(f"{size}: needs more speakers than 2 x held_out")
-    chosen: list[tuple[str, str]] = []
+    quota, chosen, seen = dict(quota), [], set(taken)
     while any(quota.values()):
         sid = f"{rng.getrandbits(32):08x}"
         split = which_set(f"{sid}_nohash_0.wav")
-        if quota[split] > 0 and sid not in dict(chosen):
+        if quota.get(split, 0) > 0 and sid not in seen:
             quota[split] -= 1
             chosen.append((sid, split))
+            seen.add(sid)
     return chosen
 
 
-def plan_speakers(size: KwsSize, seed: int, engines: list[str]) -> list[Speaker]:
+def plan_speakers(size: KwsSize, seed: int, engines: list[str], held_out_engine: str | None = None,
+                  other_speakers: int = 0) -> list[Speaker]:
     """Deterministic speakers: a random voice of a random engine, pitch and rate each.
+
+    With ``held_out_engine``, the size's speakers use the other engines and ``other_speakers``
+    more, of that engine only, get the split ``testing_other`` (their ids hash to testing, so a
+    tool that knows only the hash rule never trains on them either).
 
     >>> sp = plan_speakers(SIZES["tiny"], 0, ["espeak-ng"])
     >>> len(sp), sorted({s.split for s in sp})
     (16, ['testing', 'training', 'validation'])
+    >>> sp = plan_speakers(SIZES["tiny"], 0, ["espeak-ng", "flite"], "flite", 2)
+    >>> sorted({(s.split == "testing_other", s.voice.engine) for s in sp})
+    [(False, 'espeak-ng'), (True, 'flite')]
     """
+    if held_out_engine is not None:
+        if held_out_engine not in engines:
+            raise ValueError(f"held_out_engine {held_out_engine!r} is not among the engines {engines}")
+        if len(engines) < 2:
+            raise ValueError(f"holding out {held_out_engine!r} leaves no engine to train on")
+    if size.speakers - 2 * size.held_out < 1:
+        raise ValueError(f"{size}: needs more speakers than 2 x held_out")
     rng = random.Random(seed)
+    main = [e for e in engines if e != held_out_engine]
+    ids = _speaker_ids(rng, {"validation": size.held_out, "testing": size.held_out,
+                             "training": size.speakers - 2 * size.held_out})
+    plan = [(sid, split, main) for sid, split in ids]
+    if held_out_engine is not None:
+        # Their own random stream: the other speakers stay as they are without them.
+        other = _speaker_ids(random.Random(f"{seed}-{held_out_engine}"), {"testing": other_speakers},
+                             taken=[sid for sid, _ in ids])
+        plan += [(sid, "testing_other", [held_out_engine]) for sid, _ in other]
     speakers = []
-    for sid, split in _speaker_ids(rng, size):
-        engine = engines[0] if len(engines) == 1 else rng.choices(
-            engines, weights=[{"espeak-ng": 6, "flite": 2, "festival": 1}[e] for e in engines]
-        )[0]
+    for sid, split, pool in plan:
+        engine = pool[0] if len(pool) == 1 else rng.choices(pool, weights=[ENGINE_WEIGHTS[e] for e in pool])[0]
         voice = Voice(
             engine,
             rng.choice(VOICES[engine]),
@@ -302,10 +330,12 @@ def make_kws_corpus(
     jobs: int = 2,
     engines: list[str] | None = None,
     overwrite: bool = False,
+    held_out_engine: str | None = None,
 ) -> Path:
     """Write a Speech Commands-layout corpus to ``out`` (see the module docstring).
 
     Deterministic from ``seed``; a finished corpus with the same settings is kept as it is.
+    ``held_out_engine`` adds ``testing_other_list.txt`` (see the module docstring).
     Returns ``out``.
     """
     out = Path(out)
@@ -316,25 +346,34 @@ def make_kws_corpus(
     if not engines:
         raise RuntimeError("no TTS engine installed; run bash tools/setup.sh (espeak-ng, flite, festival)")
     settings = {"size": size, "seed": seed, "engines": engines, **asdict(spec)}
+    other_speakers = OTHER_SPEAKERS[size] if held_out_engine else 0
+    if held_out_engine:
+        settings.update(held_out_engine=held_out_engine, other_speakers=other_speakers)
     if _finished(out, settings, overwrite):
         logger.info("%s: corpus already made with these settings, kept", out)
         return out
     start = time.perf_counter()
-    speakers = plan_speakers(spec, seed, engines)
+    speakers = plan_speakers(spec, seed, engines, held_out_engine, other_speakers)
     for word in WORDS_V1:
         (out / word).mkdir(parents=True, exist_ok=True)
     work = [(s, i, spec, seed, str(out)) for i, s in enumerate(speakers)]
     paths = sorted(p for written in _run_jobs(work, jobs) for p in written)
-    write_noise_files(out, spec, seed, speakers)
-    for name, split in ((VALIDATION_LIST, "validation"), (TESTING_LIST, "testing")):
-        (out / name).write_text("".join(f"{p}\n" for p in paths if which_set(p) == split))
+    # Babble from the training engines' voices only.
+    write_noise_files(out, spec, seed, [s for s in speakers if s.split != "testing_other"])
+    split_of = {s.id: s.split for s in speakers}
+    lists = [(VALIDATION_LIST, "validation"), (TESTING_LIST, "testing")]
+    if held_out_engine:
+        lists.append((TESTING_OTHER_LIST, "testing_other"))
+    for name, split in lists:
+        (out / name).write_text("".join(f"{p}\n" for p in paths if split_of[speaker_of(p)] == split))
     (out / "SPEAKERS.txt").write_text(
         "".join(f"{s.id} | {s.split} | {s.voice.name}\n" for s in speakers)
     )
     summary = {
         "settings": settings,
         "clips": len(paths),
-        "speakers": {k: sum(s.split == k for s in speakers) for k in ("training", "validation", "testing")},
+        "speakers": {k: sum(s.split == k for s in speakers)
+                     for k in ("training", "validation", "testing", "testing_other")},
         "wall_s": round(time.perf_counter() - start, 1),
     }
     (out / MANIFEST).write_text(json.dumps(summary, indent=1))
@@ -342,18 +381,19 @@ def make_kws_corpus(
     return out
 
 
-def expected_clips(size: str) -> int:
+def expected_clips(size: str, held_out_engine: str | None = None) -> int:
     """Number of word clips a size makes.
 
-    >>> expected_clips("tiny")
-    480
+    >>> expected_clips("tiny"), expected_clips("tiny", "flite")
+    (480, 540)
     """
     spec = SIZES[size]
-    return spec.speakers * spec.repetitions * len(WORDS_V1)
+    speakers = spec.speakers + (OTHER_SPEAKERS[size] if held_out_engine else 0)
+    return speakers * spec.repetitions * len(WORDS_V1)
 
 
 __all__ = [
-    "CORE_WORDS", "KwsSize", "SIZES", "Speaker", "WORDS_V1", "WORDS_V2", "coloured_noise",
+    "CORE_WORDS", "KwsSize", "OTHER_SPEAKERS", "SIZES", "Speaker", "WORDS_V1", "WORDS_V2", "coloured_noise",
     "expected_clips", "fit_to_clip", "hum", "make_kws_corpus", "plan_speakers",
     "speaker_of", "which_set",
 ]

@@ -97,6 +97,23 @@ def test_training_loss_falls_accuracy_rises(finetuned):
     assert np.array(results["confusion"]).shape == (12, 12)
 
 
+def test_augmented_training_learns_and_scores_the_held_out_engine(tiny_speech_commands_other, tmp_path,
+                                                                  single_thread):
+    """Every augmentation on (background noise, speed, SpecAugment, mixup): it still learns,
+    and the engine no training clip came from gets its own score."""
+    load_recipe("train").main([str(RECIPES / "hparams" / "kwt.yaml"),
+                               f"--data_folder={tiny_speech_commands_other}", f"--output_folder={tmp_path}",
+                               "--number_of_epochs=12", "--noise_probability=0.8", "--speed_perturb=True",
+                               "--spec_augment=True", "--mixup_alpha=0.4", *TINY])
+    log = tmp_path / "train_log.txt"
+    losses, accuracy = log_values(log, "train loss"), log_values(log, "valid accuracy")
+    assert losses[-1] < losses[0] - 0.1 and max(accuracy[-3:]) > accuracy[0]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 <= results["test_other_accuracy"] <= 100
+    assert np.array(results["test_other_confusion"]).sum() == len(
+        (tmp_path / "prep" / "test_other.csv").read_text().splitlines()) - 1
+
+
 def test_xvector_peer_runs(tiny_speech_commands, tmp_path, single_thread):
     load_recipe("train").main([str(RECIPES / "hparams" / "xvector.yaml"),
                                f"--data_folder={tiny_speech_commands}", f"--output_folder={tmp_path}",
@@ -124,24 +141,34 @@ def test_api_and_cli_on_44k_stereo(finetuned, tiny_speech_commands, tmp_path, ca
     assert cli_main(["keyword", str(tmp_path), str(path)]) == 2
 
 
-def test_benchmark_quick_preset(tiny_speech_commands, tmp_path):
+def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
+    def bench(*extra):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick", "--held-out-engine",
+             "flite", "--data", str(tiny_speech_commands_other), "--out", str(tmp_path / "runs"), "--docs",
+             str(docs), *extra],
+            capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        )
+
     docs = tmp_path / "docs"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick",
-         "--data", str(tiny_speech_commands), "--out", str(tmp_path / "runs"), "--docs", str(docs)],
-        capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
-    )
+    # The augmentation rows (the position rows' report logic: tests/unittests/test_tools.py): only
+    # the two pretrainings they fine-tune from run, every row is scored on both test sets.
+    proc = bench("--rows", "augmentation", "--report", "kws_augmentation")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((docs / "kws_results.json").read_text())
-    names = {r["name"] for r in report["rows"]}
-    assert names == {"scratch, PE", "scratch, no PE", "MP3, zero-init PE", "MP3, no PE",
-                     "DropPos smoothing, zero-init PE", "MP3 + anchors, zero-init PE",
-                     "SpeechBrain x-vector"}
-    mp3 = next(r for r in report["rows"] if r["name"] == "MP3, no PE")
-    assert {"seed", "test_accuracy", "valid_accuracy", "dev_position_accuracy",
-            "chance_position_accuracy"} <= set(mp3)
-    assert (docs / "kws_results.md").read_text().count("|") > 20
-    assert (docs / "kws_confusion.png").stat().st_size > 1000
+    assert proc.stdout.count(": started") == 12, proc.stdout  # 2 pretrainings + 10 rows
+    report = json.loads((docs / "kws_augmentation.json").read_text())
+    assert [r["name"] for r in report["rows"]] == [
+        "scratch, PE", "scratch, PE, + noise", "scratch, PE, + speed", "scratch, PE, + SpecAugment",
+        "scratch, PE, + mixup", "scratch, PE, all augmentation", "MP3, no PE, all augmentation",
+        "MP3 + anchors, zero-init PE, all augmentation", "SpeechBrain x-vector",
+        "SpeechBrain x-vector, all augmentation"]
+    assert all(0 <= r["test_other_accuracy"] <= 100 for r in report["rows"])
+    text = (docs / "kws_augmentation.md").read_text()
+    assert "Targets (issue 25):" in text and "- held-out engine: best transformer row" in text
+    assert "fewer errors (target >= 25 %)" in text
+    assert (docs / "kws_augmentation_confusion.png").stat().st_size > 1000
+    again = bench("--rows", "augmentation", "--report", "kws_augmentation")  # resumes: nothing reruns
+    assert again.returncode == 0 and ": started" not in again.stdout, again.stdout
 
 
 def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_path):

@@ -187,3 +187,37 @@ def test_study_targets_pick_the_best_row_on_dev_and_report_its_test_wer():
     assert "best position-prediction row on dev WER, `joint λ=0.3, zero-init PE`: test WER 80.0" in text
     assert "**7.0 % relative** (target 15 %: **not met**)" in text
     assert "`joint λ=0.3, zero-init PE` 80.0 (1 seed) against BEST-RQ 81.0 (1 seed): **beats BEST-RQ**" in text
+
+
+def test_kws_targets_compare_both_test_sets_and_flag_augmentation_that_costs_accuracy():
+    bench = load_tool("kws_benchmark")
+
+    def rows(name, test, other, seeds=(0, 1)):
+        return [{"name": name, "seed": s, "test_accuracy": test + s, "test_other_accuracy": other} for s in seeds]
+
+    table = [*rows("scratch, PE", 97.0, 70.0), *rows("scratch, PE, + noise", 94.0, 80.0),
+             *rows("scratch, PE, all augmentation", 97.5, 82.0),
+             *rows("MP3 + anchors, zero-init PE, all augmentation", 98.5, 91.0),
+             *rows("SpeechBrain x-vector", 99.5, 90.0), *rows("SpeechBrain x-vector, all augmentation", 99.4, 92.0)]
+    text = "\n".join(bench.augmentation_targets(table))
+    assert ("best transformer row (MP3 + anchors, zero-init PE, all augmentation) 91.00 ± 0.00 (2 seeds) >= the "
+            "better x-vector (SpeechBrain x-vector, all augmentation) 92.00 ± 0.00 (2 seeds): NOT met") in text
+    # 9 % of errors against 18 %: half of them gone
+    assert "91.00 against scratch with the same augmentation 82.00: 50 % fewer errors (target >= 25 %): met" in text
+    assert "best transformer row (MP3 + anchors, zero-init PE, all augmentation) 99.00 (target >= 99 %): met" in text
+    # + noise: 94.5 ± 0.5 against 97.5: loses more than its std; the x-vector's 0.1 is within its std 0.5
+    assert "scratch, PE, + noise loses 3.00 points to scratch, PE (94.50 against 97.50)" in text
+    assert "SpeechBrain x-vector, all augmentation loses" not in text
+
+
+def test_kws_position_targets_report_the_best_pretrained_row():
+    bench = load_tool("kws_benchmark")
+    table = [{"name": name, "seed": 0, "test_accuracy": acc, "dev_position_accuracy": 8.0,
+              "chance_position_accuracy": 2.0} for name, acc in
+             [("scratch, PE", 94.0), ("scratch, no PE", 93.0), ("MP3, zero-init PE", 95.0), ("MP3, no PE", 95.5),
+              ("DropPos smoothing, zero-init PE", 95.0), ("MP3 + anchors, zero-init PE", 96.4),
+              ("SpeechBrain x-vector", 99.6)]]
+    text = "\n".join(bench.targets(table))
+    assert "best position-prediction row (MP3 + anchors, zero-init PE, 1 seed(s)) has 40 % fewer test errors" in text
+    assert "MP3, no PE 95.50 vs scratch, PE 94.00: met" in text
+    assert "96.40 >= x-vector peer 99.60: NOT met" in text

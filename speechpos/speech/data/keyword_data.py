@@ -59,7 +59,10 @@ def label_encoder(labels_file: str | Path) -> CategoricalEncoder:
 
 
 def keyword_datasets(hparams: dict, splits=("train", "valid", "test")) -> tuple[dict, CategoricalEncoder]:
-    """({split: DynamicItemDataset}, label encoder) from ``<prep_folder>/<split>.csv``."""
+    """({split: DynamicItemDataset}, label encoder) from ``<prep_folder>/<split>.csv``; the
+    optional ``test_other`` split (a second test list) joins the test split when prepared."""
+    if "test" in splits and (Path(hparams["prep_folder"]) / "test_other.csv").is_file():
+        splits = (*splits, "test_other")
     encoder = label_encoder(Path(hparams["prep_folder"]) / "labels.txt")
     clip_samples = hparams.get("clip_samples", CLIP_SAMPLES)
 

@@ -49,13 +49,16 @@ CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "
 NOISE_FOLDER = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
+# Optional (not in the real dataset): a second test list, e.g. voices of an engine no training
+# clip came from (tools/make_kws_corpus.py --held-out-engine); prepared as test_other.csv.
+TESTING_OTHER_LIST = "testing_other_list.txt"
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
 TASKS = ("12", "all")
 SPLITS = ("train", "valid", "test")
 OPTS_FILE = "speech_commands_prepare.json"
 # Where in each background-noise file a split's silence clips are cut (fractions of its length).
-NOISE_REGIONS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
+NOISE_REGIONS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0), "test_other": (0.9, 1.0)}
 
 
 def speaker_of(path: str) -> str:
@@ -190,7 +193,9 @@ def prepare_speech_commands(
     sample_rate: int = SAMPLE_RATE,
     skip_prep: bool = False,
 ) -> dict[str, Path]:
-    """Write ``<save_folder>/{train,valid,test}.csv`` and ``labels.txt`` (class order).
+    """Write ``<save_folder>/{train,valid,test}.csv`` and ``labels.txt`` (class order), and
+    ``test_other.csv`` where the folder has the optional ``testing_other_list.txt`` (its clips
+    never train; its silence clips come from the test region of the noise files).
 
     Skipped when the CSVs exist and were made with the same options. Raises
     :class:`SpeechCommandsError` naming the file for a missing list file, a list entry with no
@@ -200,7 +205,8 @@ def prepare_speech_commands(
     root, save = Path(data_folder), Path(save_folder)
     if task not in TASKS:
         raise SpeechCommandsError(f"task must be one of {TASKS}, got {task!r}")
-    csvs = {s: save / f"{s}.csv" for s in SPLITS}
+    has_other = (root / TESTING_OTHER_LIST).is_file()
+    csvs = {s: save / f"{s}.csv" for s in (*SPLITS, "test_other")[:len(SPLITS) + has_other]}
     if skip_prep:
         return csvs
     if not root.is_dir():
@@ -216,12 +222,14 @@ def prepare_speech_commands(
             logger.info("%s: Speech Commands already prepared, skipping", save)
             return csvs
     listed = {"valid": read_list(root, VALIDATION_LIST), "test": read_list(root, TESTING_LIST)}
+    if has_other:
+        listed["test_other"] = read_list(root, TESTING_OTHER_LIST)
     words = word_folders(root)
     if task == "12":
         missing = [w for w in CORE_WORDS if w not in words]
         if missing:
             raise SpeechCommandsError(f"{root}: no folder for the word {missing[0]!r} of the 12-class task")
-    held_out = set(listed["valid"]) | set(listed["test"])
+    held_out = set().union(*listed.values())
     splits = {
         "train": [p for w in words.values() for p in w if p not in held_out],
         **listed,

@@ -1,10 +1,13 @@
 """The Speech Commands-layout corpus maker: layout, hash split, determinism, no remake."""
 
 import hashlib
+import json
 
+import pytest
 import soundfile as sf
 
 from speechpos.corpora.speech_commands import (
+    OTHER_SPEAKERS,
     SIZES,
     WORDS_V1,
     expected_clips,
@@ -64,3 +67,35 @@ def test_same_seed_same_audio_and_no_remake(tiny_speech_commands, tmp_path):
     stamp = (again / "kws_corpus.json").stat().st_mtime_ns
     make_kws_corpus(again, size="tiny", seed=1234, jobs=2)
     assert (again / "kws_corpus.json").stat().st_mtime_ns == stamp
+
+
+def test_held_out_engine_speakers_are_only_in_their_own_list(tiny_speech_commands_other):
+    root = tiny_speech_commands_other
+    engine_of = {line.split(" | ")[0]: line.split(" | ")[2].split("/")[0]
+                 for line in (root / "SPEAKERS.txt").read_text().splitlines()}
+    other = (root / "testing_other_list.txt").read_text().split()
+    assert len(other) == OTHER_SPEAKERS["tiny"] * len(WORDS_V1)
+    other_speakers = {speaker_of(p) for p in other}
+    assert {engine_of[s] for s in other_speakers} == {"flite"}
+    assert "flite" not in {engine for s, engine in engine_of.items() if s not in other_speakers}
+    listed = set((root / "testing_list.txt").read_text().split()) | set(
+        (root / "validation_list.txt").read_text().split())
+    assert not other_speakers & {speaker_of(p) for p in listed}
+    # Their ids hash to testing: a tool that knows only the hash rule never trains on them.
+    assert {which_set(p) for p in other} == {"testing"}
+    assert len(list(root.glob("*/*_nohash_*.wav"))) == expected_clips("tiny", "flite")
+    summary = json.loads((root / "kws_corpus.json").read_text())
+    assert summary["settings"]["held_out_engine"] == "flite" and summary["speakers"]["testing_other"] == 2
+
+
+def test_held_out_engine_must_be_one_of_several_engines():
+    with pytest.raises(ValueError, match="held_out_engine 'festival' is not among the engines"):
+        plan_speakers(SIZES["tiny"], 0, ["espeak-ng", "flite"], "festival", 2)
+    with pytest.raises(ValueError, match="holding out 'flite' leaves no engine to train on"):
+        plan_speakers(SIZES["tiny"], 0, ["flite"], "flite", 2)
+
+
+def test_the_other_speakers_leave_the_rest_of_the_plan_as_it_was():
+    plain = plan_speakers(SIZES["tiny"], 3, ["espeak-ng"])
+    held = plan_speakers(SIZES["tiny"], 3, ["espeak-ng", "flite"], "flite", 2)
+    assert held[:len(plain)] == plain and len(held) == len(plain) + 2

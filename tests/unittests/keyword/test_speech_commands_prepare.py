@@ -135,3 +135,23 @@ def test_prepared_once(prepared, tiny_speech_commands):
     before = (prepared / "train.csv").stat().st_mtime_ns
     prepare_speech_commands(tiny_speech_commands, prepared, task="12")
     assert (prepared / "train.csv").stat().st_mtime_ns == before
+
+
+def test_the_real_layout_has_no_second_test_list(prepared):
+    assert not (prepared / "test_other.csv").exists()
+
+
+def test_a_second_test_list_is_prepared_and_never_trains(tiny_speech_commands_other, tmp_path):
+    csvs = prepare_speech_commands(tiny_speech_commands_other, tmp_path, task="12")
+    assert set(csvs) == {"train", "valid", "test", "test_other"}
+    other = rows(tmp_path / "test_other.csv")
+    listed = (tiny_speech_commands_other / "testing_other_list.txt").read_text().split()
+    words = [r for r in other if r["label"] != SILENCE]
+    known = [p for p in listed if p.split("/")[0] in CORE_WORDS]
+    assert {f"{p.split('/')[0]}_{p.split('/')[1][:-4]}" for p in known} <= {r["ID"] for r in words}
+    other_speakers = {r["spk_id"] for r in words}
+    for split in ("train", "valid", "test"):
+        assert not other_speakers & {r["spk_id"] for r in rows(tmp_path / f"{split}.csv")}, split
+    for r in (r for r in other if r["label"] == SILENCE):  # cut from the noise's test region
+        assert int(r["start"]) >= 0.9 * sf.info(r["wav"]).frames
+    assert sum(r["label"] == SILENCE for r in other) == int(np.ceil(sum(r["label"] in CORE_WORDS for r in other) * 0.1))
