@@ -68,6 +68,9 @@ PRETRAININGS = {
     "DropPos smoothing": {"sigma_start": 1.0, "sigma_end": 0.0},
     # Every context token keeps a sinusoidal position; the loss is on the other tokens.
     "MP3 + anchors": {"anchor_ratio": 1.0},
+    # The speech study's best position pretext (coarse spans, docs/pretraining_study.md): the class
+    # is one of 7 spans of 7 tokens (140 ms), with anchors.
+    "MP3 + anchors, coarse 7": {"anchor_ratio": 1.0, "coarse": 7},
 }
 
 # Training-time augmentations of the keyword recipes (hparams switches), one ablation row each.
@@ -99,6 +102,8 @@ AUGMENTATION_ROWS = [
     (f"scratch, PE, {AUGMENTED}", "kwt.yaml", None, {"position_embedding": "learned", **ALL_AUGMENTATION}),
     (f"MP3, no PE, {AUGMENTED}", "kwt.yaml", "MP3", {"position_embedding": "none", **ALL_AUGMENTATION}),
     (f"MP3 + anchors, zero-init PE, {AUGMENTED}", "kwt.yaml", "MP3 + anchors",
+     {"position_embedding": "learned", **ALL_AUGMENTATION}),
+    (f"MP3 + anchors, coarse 7, zero-init PE, {AUGMENTED}", "kwt.yaml", "MP3 + anchors, coarse 7",
      {"position_embedding": "learned", **ALL_AUGMENTATION}),
     ("SpeechBrain x-vector", "xvector.yaml", None, {}),
     (f"SpeechBrain x-vector, {AUGMENTED}", "xvector.yaml", None, dict(ALL_AUGMENTATION)),
@@ -165,7 +170,7 @@ def collect(runs: list[Run]) -> list[dict]:
         res = json.loads((run.out / "results.json").read_text())
         row = {"name": run.info["row"], "seed": run.info["seed"],
                "test_accuracy": res["test_accuracy"], "valid_accuracy": res["valid_accuracy"],
-               "wall_s": run.info.get("wall_s"), "parameters": res.get("parameters")}
+               "wall_s": run_seconds(run.out), "parameters": res.get("parameters")}
         if "test_other_accuracy" in res:
             row["test_other_accuracy"] = res["test_other_accuracy"]
         if run.info["pretraining"]:
@@ -176,6 +181,15 @@ def collect(runs: list[Run]) -> list[dict]:
         row["_confusion"], row["_labels"] = res["confusion"], res["labels"]
         rows.append(row)
     return rows
+
+
+def run_seconds(folder: Path) -> float | None:
+    """Wall time of a finished run: from SpeechBrain's ``env.log`` (written at the start) to
+    ``results.json`` (since the last start, for a resumed run)."""
+    start, end = folder / "env.log", folder / "results.json"
+    if not (start.is_file() and end.is_file()):
+        return None
+    return round(end.stat().st_mtime - start.stat().st_mtime, 1)
 
 
 def res_path(run: Run) -> str:
@@ -294,8 +308,10 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
         pos = [r["dev_position_accuracy"] for r in mine if "dev_position_accuracy" in r]
         chance = [r["chance_position_accuracy"] for r in mine if "chance_position_accuracy" in r]
         held = [fmt([r["test_other_accuracy"] for r in mine if "test_other_accuracy" in r])] if other else []
+        size = [f"{mine[0]['parameters'] / 1e3:.0f} k" if mine and mine[0].get("parameters") else "-",
+                fmt([r["wall_s"] / 60 for r in mine if r.get("wall_s")])]
         table.append([row, fmt([r["test_accuracy"] for r in mine]), *held, fmt([r["valid_accuracy"] for r in mine]),
-                      fmt(pos), fmt(chance), len(mine)])
+                      fmt(pos), fmt(chance), *size, len(mine)])
     position_rows = [n for n, _, pre, _ in row_set if pre]
     best = max(position_rows, key=lambda n: mean_of(rows, n) or -1.0)
     best_rows = [r for r in rows if r["name"] == best]
@@ -305,7 +321,7 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
         plot_class_confusion(confusion, best_rows[0]["_labels"], docs / confusion_png,
                              title=f"{best}: test confusion, summed over {len(best_rows)} seed(s)")
     headers = ["model", "test accuracy %", *(["held-out engine test %"] if other else []), "valid accuracy %",
-               "pretext dev position acc. %", "chance %", "seeds"]
+               "pretext dev position acc. %", "chance %", "encoder parameters", "training min (1 thread; pretrained rows: fine-tuning only)", "seeds"]
     checks = ("Targets (issue 14):", targets(rows)) if row_set is ROWS else (
         "Targets (issue 25):", augmentation_targets(rows))
     text = "\n".join([

@@ -152,15 +152,16 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
 
     docs = tmp_path / "docs"
     # The augmentation rows (the position rows' report logic: tests/unittests/test_tools.py): only
-    # the two pretrainings they fine-tune from run, every row is scored on both test sets.
+    # the three pretrainings they fine-tune from run, every row is scored on both test sets.
     proc = bench("--rows", "augmentation", "--report", "kws_augmentation")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count(": started") == 12, proc.stdout  # 2 pretrainings + 10 rows
+    assert proc.stdout.count(": started") == 14, proc.stdout  # 3 pretrainings + 11 rows
     report = json.loads((docs / "kws_augmentation.json").read_text())
     assert [r["name"] for r in report["rows"]] == [
         "scratch, PE", "scratch, PE, + noise", "scratch, PE, + speed", "scratch, PE, + SpecAugment",
         "scratch, PE, + mixup", "scratch, PE, all augmentation", "MP3, no PE, all augmentation",
-        "MP3 + anchors, zero-init PE, all augmentation", "SpeechBrain x-vector",
+        "MP3 + anchors, zero-init PE, all augmentation", "MP3 + anchors, coarse 7, zero-init PE, all augmentation",
+        "SpeechBrain x-vector",
         "SpeechBrain x-vector, all augmentation"]
     assert all(0 <= r["test_other_accuracy"] <= 100 for r in report["rows"])
     text = (docs / "kws_augmentation.md").read_text()
