@@ -3,6 +3,7 @@
     speechpos transcribe results/ctc/transformer/1234 a.flac b.wav recordings/
     speechpos transcribe models/ctc-bench --list files.txt --output out.jsonl --format jsonl
     speechpos export results/ctc/transformer/1234 models/ctc-bench   # EncoderASR loads it
+    speechpos export results/SpeechCommands/kwt/1986 models/kwt      # EncoderClassifier loads it
     speechpos features results/ctc/transformer/1234 a.flac --layer 3 --out a.npy
     speechpos keyword results/SpeechCommands/kwt/1986 a.wav     # prints a.wav<TAB>yes<TAB>0.93
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -47,8 +49,10 @@ def main(argv=None) -> int:
                    help="decode with the model's n-gram LM (see `speechpos export --lm-text/--lm-arpa`)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     e = sub.add_parser("export", help="write a CTC run as a SpeechBrain model folder (EncoderASR loads it), "
-                                      "or a pretraining run's encoder with the Pretrainer yaml that loads it")
-    e.add_argument("run", help="output folder of asr_ctc.py (a model) or of a pretraining recipe (its encoder)")
+                                      "a keyword run as one EncoderClassifier loads, or a pretraining run's "
+                                      "encoder with the Pretrainer yaml that loads it")
+    e.add_argument("run", help="output folder of asr_ctc.py (a model), of SpeechCommands/train.py (a keyword "
+                               "model) or of a pretraining recipe (its encoder)")
     e.add_argument("out", help="the folder to write")
     e.add_argument("--lm-text", help="build the folder's word n-gram LM from this text (one sentence a line)")
     e.add_argument("--lm-arpa", help="put this ARPA LM in the folder (its unigrams make the lexicon)")
@@ -122,14 +126,24 @@ def _export(args, argv=None) -> int:
     import shlex
 
     from speechpos.inference.export import ExportError, export_run
+    from speechpos.inference.keyword_export import export_keyword_run
 
+    command = shlex.join(["speechpos", *(argv or sys.argv[1:])])
+    keyword = (Path(args.run) / "labels.txt").is_file()
     try:
-        out = export_run(args.run, args.out, command=shlex.join(["speechpos", *(argv or sys.argv[1:])]),
-                         lm_text=args.lm_text, lm_arpa=args.lm_arpa, lm_order=args.lm_order)
+        if keyword:
+            if args.lm_text or args.lm_arpa:
+                raise ExportError(f"{args.run}: a keyword-spotting run takes no LM")
+            out = export_keyword_run(args.run, args.out, command=command)
+        else:
+            out = export_run(args.run, args.out, command=command, lm_text=args.lm_text, lm_arpa=args.lm_arpa,
+                             lm_order=args.lm_order)
     except (RunError, ExportError, CheckpointMismatchError, ValueError, FileNotFoundError) as err:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2
-    if (out / "speechpos_encoder.json").is_file():
+    if keyword:
+        print(f"{out}: EncoderClassifier.from_hparams(source={str(out)!r}, savedir=...) loads it")
+    elif (out / "speechpos_encoder.json").is_file():
         print(f"{out}: encoder.ckpt and the hyperparams.yaml whose Pretrainer loads it")
     else:
         print(f"{out}: EncoderASR.from_hparams(source={str(out)!r}, savedir=...) loads it")

@@ -115,12 +115,50 @@ def test_augmented_training_learns_and_scores_the_held_out_engine(tiny_speech_co
 
 
 def test_xvector_peer_runs(tiny_speech_commands, tmp_path, single_thread):
+    run = tmp_path / "run"
     load_recipe("train").main([str(RECIPES / "hparams" / "xvector.yaml"),
-                               f"--data_folder={tiny_speech_commands}", f"--output_folder={tmp_path}",
+                               f"--data_folder={tiny_speech_commands}", f"--output_folder={run}",
                                "--number_of_epochs=2", "--tdnn_channels=16", "--emb_dim=16",
                                "--batch_size=16", "--noprogressbar", "--device=cpu"])
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((run / "results.json").read_text())
     assert 0 <= results["test_accuracy"] <= 100 and len(results["labels"]) == 12
+    # SpeechBrain's own model exports as its own hub models are laid out.
+    assert_encoder_classifier_matches_the_run(run, tiny_speech_commands, tmp_path)
+
+
+def test_keyword_transformer_exports_for_encoder_classifier(finetuned, tiny_speech_commands, tmp_path):
+    assert_encoder_classifier_matches_the_run(finetuned, tiny_speech_commands, tmp_path)
+    clip, rate = sf.read(sorted((tiny_speech_commands / "yes").glob("*.wav"))[0], dtype="float32")
+    import torchaudio.functional as AF
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    # 44.1 kHz stereo, 1.5 s: SpeechBrain's audio_normalizer converts it, the model takes its loudest second.
+    wav44 = AF.resample(torch.from_numpy(np.concatenate([np.zeros(8000, "float32"), clip])), rate, 44100).numpy()
+    path = tmp_path / "yes_44k_stereo.wav"
+    sf.write(path, np.stack([wav44, 0.5 * wav44], 1), 44100)
+    clf = EncoderClassifier.from_hparams(source=str(tmp_path / "model"), savedir=str(tmp_path / "sb_again"))
+    assert clf.classify_file(str(path))[3][0] == KeywordSpotter.from_run(finetuned).classify_file(path, top=1)[0][0]
+    assert cli_main(["export", str(finetuned), str(tmp_path / "lm"), "--lm-text", str(path)]) == 2
+
+
+def assert_encoder_classifier_matches_the_run(run, corpus, tmp_path):
+    """``speechpos export`` then EncoderClassifier: the run's labels and probabilities on the
+    test clips (a weight left random would change them)."""
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    out = tmp_path / "model"
+    assert cli_main(["export", str(run), str(out)]) == 0
+    assert {p.name for p in out.iterdir()} >= {"hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt",
+                                              "mean_var_norm.ckpt", "label_encoder.ckpt", "README.md"}
+    clf = EncoderClassifier.from_hparams(source=str(out), savedir=str(tmp_path / "sb"))
+    spotter = KeywordSpotter.from_run(run)
+    files = [corpus / p for p in (corpus / "testing_list.txt").read_text().split()[:24]]
+    clips = torch.stack([spotter.load_clip(f) for f in files])
+    log_probs, _, _, labels = clf.classify_batch(clips)
+    assert torch.allclose(log_probs.exp(), spotter.probabilities(clips), atol=1e-5)
+    assert labels == [spotter.labels[i] for i in spotter.probabilities(clips).argmax(-1).tolist()]
+    assert [clf.classify_file(str(f))[3][0] for f in files[:4]] == [
+        spotter.classify_file(f, top=1)[0][0] for f in files[:4]]
 
 
 def test_api_and_cli_on_44k_stereo(finetuned, tiny_speech_commands, tmp_path, capsys):
