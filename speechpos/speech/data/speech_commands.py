@@ -206,7 +206,7 @@ def prepare_speech_commands(
     if task not in TASKS:
         raise SpeechCommandsError(f"task must be one of {TASKS}, got {task!r}")
     has_other = (root / TESTING_OTHER_LIST).is_file()
-    csvs = {s: save / f"{s}.csv" for s in (*SPLITS, "test_other")[:len(SPLITS) + has_other]}
+    csvs = {s: save / f"{s}.csv" for s in ((*SPLITS, "test_other") if has_other else SPLITS)}
     if skip_prep:
         return csvs
     if not root.is_dir():
@@ -243,6 +243,7 @@ def prepare_speech_commands(
         noise_files = [(p.resolve(), _frames(p, sample_rate)) for p in wavs]
     rng = random.Random(seed)
     save.mkdir(parents=True, exist_ok=True)
+    (save / "test_other.csv").unlink(missing_ok=True)  # from an earlier preparation with the list
     for split, paths in splits.items():
         rows = []
         for rel in paths:
