@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -353,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="position: the position-prediction rows; augmentation: what each training "
                              "augmentation buys, then all of them for scratch, the pretrained rows and the x-vector")
     parser.add_argument("--report", default="kws_results", help="name of the <docs>/<report>.{md,json}")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the report from the runs already finished (the others are "
+                             "listed as not run)")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report's setup")
     args = parser.parse_args(argv)
     try:
         limits = seed_limits(args.limit, PRETRAININGS)
@@ -368,13 +373,18 @@ def main(argv: list[str] | None = None) -> None:
     prepare_speech_commands(data, out / "prep", task="12")
     row_set = ROW_SETS[args.rows]
     first, second = plan_runs(preset, seeds, data, out, limits, row_set)
-    print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
-    run_all(first, args.jobs, 1, out / "logs")
-    print(f"phase 2: {len(second)} fine-tunes of pretrained encoders", flush=True)
-    run_all(second, args.jobs, 1, out / "logs")
+    not_run = []
+    if args.report_only:
+        not_run = [r.name for r in first + second if not r.done]
+        first, second = [r for r in first if r.done], [r for r in second if r.done]
+    else:
+        print(f"phase 1: {len(first)} runs (pretrainings, scratch, x-vector)", flush=True)
+        run_all(first, args.jobs, 1, out / "logs")
+        print(f"phase 2: {len(second)} fine-tunes of pretrained encoders", flush=True)
+        run_all(second, args.jobs, 1, out / "logs")
     rows = sorted(collect(first + second), key=lambda r: ([n for n, *_ in row_set].index(r["name"]), r["seed"]))
     held = f" --held-out-engine {args.held_out_engine}" if args.held_out_engine else ""
-    setup = (f"`python tools/kws_benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`. "
+    setup = (f"`{shlex.join(['python', 'tools/kws_benchmark.py', *(sys.argv[1:] if argv is None else argv)])}`. "
              f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}{held}`), "
              f"12 classes; KWT {preset['model']}; pretraining {preset['pretrain']}; fine-tuning "
              f"{preset['finetune']}; x-vector {preset['xvector']}; seeds {seeds}"
@@ -387,6 +397,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.held_out_engine:
         setup += (f" Held-out engine: every {args.held_out_engine} voice is kept out of training, validation and "
                   "the in-distribution test list; `held-out engine test` scores them.")
+    if args.note:
+        setup += f" {args.note}"
+    if not_run:
+        setup += f" Not run (no result): {', '.join(not_run)}."
     write_report(rows, Path(args.docs), setup, args.preset, row_set, args.report)
 
 

@@ -208,6 +208,11 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     assert (docs / "kws_augmentation_confusion.png").stat().st_size > 1000
     again = bench("--rows", "augmentation", "--report", "kws_augmentation")  # resumes: nothing reruns
     assert again.returncode == 0 and ": started" not in again.stdout, again.stdout
+    # --report-only with a seed never run: seed 0's rows reported, seed 1's listed as not run.
+    partial = bench("--rows", "augmentation", "--report", "kws_partial", "--seeds", "0", "1", "--report-only")
+    assert partial.returncode == 0 and ": started" not in partial.stdout, partial.stdout
+    report = json.loads((docs / "kws_partial.json").read_text())
+    assert {r["seed"] for r in report["rows"]} == {0} and "Not run (no result): pretrain_mp3_1, " in report["setup"]
 
 
 def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_path):
