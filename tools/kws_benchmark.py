@@ -156,7 +156,9 @@ def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path,
 
 
 def _run(name, script, hparams, args, folder, info) -> Run:
-    flags = [f"--{k}={v}" if v is not True else f"--{k}" for k, v in args.items() if k != "noprogressbar"]
+    # Every override as --key=value (a bare --key would reach the yaml as null); noprogressbar is
+    # SpeechBrain's own flag.
+    flags = [f"--{k}={v}" for k, v in args.items() if k != "noprogressbar"]
     flags += ["--noprogressbar"] if args.get("noprogressbar") else []
     return Run(slug(name), str(RECIPES / script), str(RECIPES / "hparams" / hparams), flags,
                folder, "results.json", info)

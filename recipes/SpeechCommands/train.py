@@ -124,6 +124,18 @@ class KeywordBrain(sb.core.Brain):
             self.scores[self.eval_split] = {**stats, "confusion": self.confusion}
 
 
+def check_augmentation(hparams):
+    """The augmentation switches hold what they switch (a bare ``--speed_perturb`` on the command
+    line reaches the yaml as null, which would silently train without it)."""
+    for key in ("speed_perturb", "spec_augment"):
+        if not isinstance(hparams[key], bool):
+            raise ConfigError(f"{key} must be True or False, got {hparams[key]!r} (write --{key}=True)")
+    if not isinstance(hparams["noise_probability"], (int, float)) or not 0 <= hparams["noise_probability"] <= 1:
+        raise ConfigError(f"noise_probability must be a number in [0, 1], got {hparams['noise_probability']!r}")
+    if not isinstance(hparams["mixup_alpha"], (int, float)) or hparams["mixup_alpha"] < 0:
+        raise ConfigError(f"mixup_alpha must be a number >= 0 (0: off), got {hparams['mixup_alpha']!r}")
+
+
 def dataio_prepare(hparams):
     """Prepare the CSVs (main process only) and build the datasets."""
     prepare_keyword_data(hparams)
@@ -140,6 +152,7 @@ def dataio_prepare(hparams):
 def main(argv: list[str] | None = None) -> KeywordBrain:
     """Run the recipe with command-line style arguments; returns the trained Brain."""
     run_opts, hparams = start_experiment(sys.argv[1:] if argv is None else argv, __file__, "hparams/kwt.yaml")
+    check_augmentation(hparams)
     datasets, encoder = dataio_prepare(hparams)
     if hparams.get("pretrained_path"):
         load_encoder_state(hparams["encoder"], hparams["pretrained_path"], name="encoder")

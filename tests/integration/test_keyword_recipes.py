@@ -114,6 +114,16 @@ def test_augmented_training_learns_and_scores_the_held_out_engine(tiny_speech_co
         (tmp_path / "prep" / "test_other.csv").read_text().splitlines()) - 1
 
 
+def test_a_bare_augmentation_flag_is_refused_before_training(tiny_speech_commands, tmp_path):
+    from speechpos.recipes import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_recipe("train").main([str(RECIPES / "hparams" / "kwt.yaml"), f"--data_folder={tiny_speech_commands}",
+                                   f"--output_folder={tmp_path}", "--speed_perturb", *TINY])
+    assert str(err.value) == "speed_perturb must be True or False, got None (write --speed_perturb=True)"
+    assert not list(tmp_path.glob("save/CKPT*")) and not (tmp_path / "results.json").exists()
+
+
 def test_xvector_peer_runs(tiny_speech_commands, tmp_path, single_thread):
     run = tmp_path / "run"
     load_recipe("train").main([str(RECIPES / "hparams" / "xvector.yaml"),
@@ -202,6 +212,12 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
         "SpeechBrain x-vector",
         "SpeechBrain x-vector, all augmentation"]
     assert all(0 <= r["test_other_accuracy"] <= 100 for r in report["rows"])
+    # Each row trained with its switches (a bare --flag once reached the yaml as null).
+    runs = tmp_path / "runs"
+    assert "speed_perturb: true" in (runs / "scratch__pe____speed" / "0" / "hyperparams.yaml").read_text()
+    everything = (runs / "speechbrain_x_vector__all_augmentation" / "0" / "hyperparams.yaml").read_text()
+    for line in ("noise_probability: 0.8", "speed_perturb: true", "spec_augment: true", "mixup_alpha: 0.4"):
+        assert line in everything, line
     text = (docs / "kws_augmentation.md").read_text()
     assert "Targets (issue 25):" in text and "- held-out engine: best transformer row" in text
     assert "fewer errors (target >= 25 %)" in text
