@@ -166,14 +166,19 @@ def _keyword(args) -> int:
 
 
 def _log_conversions() -> None:
-    """Show speechpos INFO messages (e.g. audio conversions) on stderr; other libraries'
-    logging is left as it is."""
+    """Show speechpos INFO messages (e.g. audio conversions) on this call's stderr; other
+    libraries' logging is left as it is. SpeechBrain's logging set-up (``dictConfig``, run when a
+    SpeechBrain model loads in the same process) disables loggers it does not name, so the
+    logger is switched back on, and its handler rebound to the current ``sys.stderr``."""
     logger = logging.getLogger("speechpos")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(handler)
+    for old in [h for h in logger.handlers if getattr(h, "_speechpos_cli", False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler._speechpos_cli = True
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.disabled = False
 
 
 if __name__ == "__main__":
