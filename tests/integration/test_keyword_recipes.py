@@ -222,6 +222,7 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     assert "Targets (issue 25):" in text and "- held-out engine: best transformer row" in text
     assert "fewer errors (target >= 25 %)" in text
     assert (docs / "kws_augmentation_confusion.png").stat().st_size > 1000
+    assert (docs / "kws_augmentation_confusion_held_out.png").stat().st_size > 1000
     again = bench("--rows", "augmentation", "--report", "kws_augmentation")  # resumes: nothing reruns
     assert again.returncode == 0 and ": started" not in again.stdout, again.stdout
     # --report-only with a seed never run: seed 0's rows reported, seed 1's listed as not run.
