@@ -332,13 +332,14 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
     best = max(position_rows, key=lambda n: mean_of(rows, n) or -1.0)
     best_rows = [r for r in rows if r["name"] == best]
     confusion_png = "kws_confusion.png" if name == "kws_results" else f"{name}_confusion.png"
+    held_out_png = confusion_png.replace(".png", "_held_out.png")
     if best_rows:
         confusion = np.sum([np.array(r["_confusion"]) for r in best_rows], axis=0)
         plot_class_confusion(confusion, best_rows[0]["_labels"], docs / confusion_png,
                              title=f"{best}: test confusion, summed over {len(best_rows)} seed(s)")
         if all("_confusion_other" in r for r in best_rows):
             confusion = np.sum([np.array(r["_confusion_other"]) for r in best_rows], axis=0)
-            plot_class_confusion(confusion, best_rows[0]["_labels"], docs / confusion_png.replace(".png", "_held_out.png"),
+            plot_class_confusion(confusion, best_rows[0]["_labels"], docs / held_out_png,
                                  title=f"{best}: held-out engine, {len(best_rows)} seed(s)")
     headers = ["model", "test accuracy %", *(["held-out engine test %"] if other else []), "valid accuracy %",
                "pretext dev position acc. %", "chance %", "encoder parameters", "training min (1 thread; pretrained rows: fine-tuning only)", "seeds"]
@@ -348,7 +349,7 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
         "# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)",
         "", setup, "", markdown_table(headers, table), "", checks[0], "", *checks[1], "",
         f"Confusion matrix of the best position-prediction row: `{confusion_png}` ({best})"
-        + (f"; on the held-out engine: `{confusion_png.replace('.png', '_held_out.png')}`." if other else "."), "",
+        + (f"; on the held-out engine: `{held_out_png}`." if other else "."), "",
     ])
     (docs / f"{name}.md").write_text(text)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]

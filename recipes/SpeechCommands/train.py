@@ -34,6 +34,7 @@ from speechpos.position.checkpoint import load_encoder_state
 from speechpos.recipes import ConfigError, die, prepare_keyword_data, start_experiment, user_errors
 from speechpos.speech.data.keyword_data import keyword_datasets
 from speechpos.speech.keyword_augment import fixed_length, mixup
+from speechpos.speech.keyword_model import class_scores
 from speechpos.vision.schedule import attach_scheduler
 
 
@@ -61,8 +62,7 @@ class KeywordBrain(sb.core.Brain):
                 feats = self.hparams.spec_drop(feats)
             if self.hparams.spec_augment:
                 feats = self.hparams.time_warp(self.hparams.freq_drop(feats))
-        logits = self.modules.classifier(self.modules.encoder(feats))
-        return logits.squeeze(1) if logits.dim() == 3 else logits
+        return class_scores(self.modules.classifier(self.modules.encoder(feats)))
 
     def augment_waveforms(self, wavs, lens, batch):
         """Speed change, time shift, background noise on a random share of the clips, mixup."""

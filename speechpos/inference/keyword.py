@@ -26,6 +26,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechpos.inference.asr import RunError
 from speechpos.speech.data.audio import read_audio_converted
 from speechpos.speech.data.keyword_data import fix_length
+from speechpos.speech.keyword_model import class_scores
 
 
 def loudest_window(wav: torch.Tensor, size: int, hop: int = 1600) -> torch.Tensor:
@@ -93,8 +94,7 @@ class KeywordSpotter:
         clips = clips.to(self.device)
         feats = self.compute_features(clips)
         feats = self.normalize(feats, torch.ones(clips.shape[0], device=self.device))
-        logits = self.classifier(self.encoder(feats))
-        return torch.softmax(logits.squeeze(1) if logits.dim() == 3 else logits, dim=-1).cpu()
+        return torch.softmax(class_scores(self.classifier(self.encoder(feats))), dim=-1).cpu()
 
     def classify_file(self, path: str | Path, top: int = 3) -> list[tuple[str, float]]:
         """The ``top`` most probable classes of one file, as (label, probability)."""

@@ -33,6 +33,7 @@ import torch
 
 from speechpos.inference.keyword import KeywordSpotter, loudest_window
 from speechpos.speech.data.keyword_data import label_encoder
+from speechpos.speech.keyword_model import class_scores
 
 # The run's modules the exported folder needs, with what EncoderClassifier calls them.
 MODEL_KEYS = ("compute_features", "normalize", "encoder", "classifier")
@@ -91,8 +92,7 @@ class ClipFeatures(torch.nn.Module):
         self.features, self.clip_samples = features, clip_samples
 
     def forward(self, wavs: torch.Tensor) -> torch.Tensor:
-        clips = torch.stack([loudest_window(w.cpu(), self.clip_samples, hop=max(self.clip_samples // 10, 1))
-                             for w in wavs]).to(wavs.device)
+        clips = torch.stack([loudest_window(w.cpu(), self.clip_samples) for w in wavs]).to(wavs.device)
         return self.features(clips)
 
 
@@ -117,8 +117,7 @@ class LogProbabilities(torch.nn.Module):
         self.classifier = classifier
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(embeddings)
-        return torch.log_softmax(logits.squeeze(1) if logits.dim() == 3 else logits, dim=-1)
+        return torch.log_softmax(class_scores(self.classifier(embeddings)), dim=-1)
 
 
 def model_blocks(yaml_text: str, keys=MODEL_KEYS) -> str:

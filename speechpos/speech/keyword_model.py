@@ -140,6 +140,16 @@ class KeywordTransformer(nn.Module):
         return self.encoder(self.embed(feats), None, context)
 
 
+def class_scores(output: torch.Tensor) -> torch.Tensor:
+    """(B, classes) from a keyword classifier's output: the Keyword Transformer's
+    :class:`TokenClassifier` gives (B, classes), SpeechBrain's x-vector ``Classifier`` (B, 1, classes).
+
+    >>> class_scores(torch.zeros(2, 1, 12)).shape, class_scores(torch.zeros(2, 12)).shape
+    (torch.Size([2, 12]), torch.Size([2, 12]))
+    """
+    return output.squeeze(1) if output.dim() == 3 else output
+
+
 class TokenClassifier(nn.Module):
     """Mean-pooled tokens -> LayerNorm -> linear layer over classes.
 
