@@ -1,7 +1,18 @@
 """Shared pytest fixtures of the speechpos test suite."""
 
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core) each worker, and every recipe
+    it starts as a subprocess, keeps to one torch thread: two workers with two threads each on
+    two cores would fight over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 # ---------------------------------------------------------------------------------------------
 # Speech data (issue 3): a tiny offline corpus in LibriSpeech layout, made once per session.

@@ -24,7 +24,8 @@ TINY_MODEL = [
 
 
 def run_recipe(script, hparams, *args, check=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", "2")  # one under pytest-xdist (conftest)
     proc = subprocess.run(
         [sys.executable, str(RECIPES / script), hparams, *args],
         cwd=RECIPES, capture_output=True, text=True, env=env, timeout=600,
