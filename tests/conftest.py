@@ -1,6 +1,9 @@
 """Shared pytest fixtures of the speechpos test suite."""
 
 import os
+import runpy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +84,26 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def recipe_refusal(monkeypatch, capsys):
+    """Run a recipe script in this process as ``python SCRIPT ARGS...`` runs it (its
+    ``__main__`` block and its cwd included), expect its one-line refusal with exit status 2,
+    and return its stderr. It spares the 5-10 s a fresh interpreter spends importing torch and
+    SpeechBrain; tests of the real process (exit status, nothing else printed) keep a subprocess.
+    In a test: ``err = recipe_refusal(RECIPES / "pretrain.py", "hparams/pp.yaml", "--lr=1", "--lr=2")``.
+    """
+
+    def run(script: Path, *args: str) -> str:
+        script = Path(script)
+        monkeypatch.chdir(script.parent)
+        monkeypatch.syspath_prepend(str(script.parent))
+        monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(script), run_name="__main__")
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, err[-3000:]
+        return err
+
+    return run

@@ -104,22 +104,17 @@ def test_wrong_hparams_key_is_refused(tmp_path):
     assert "pp.yaml" in proc.stderr
 
 
-def test_repeated_override_is_refused(tmp_path):
-    proc = run_recipe(
-        "pretrain.py", "hparams/pp.yaml", f"--output_folder={tmp_path}", "--lr=1", "--lr=2", check=False
-    )
-    assert proc.returncode == 2
-    assert "found duplicate key" in proc.stderr and "Traceback" not in proc.stderr
+def test_repeated_override_is_refused(tmp_path, recipe_refusal):
+    err = recipe_refusal(RECIPES / "pretrain.py", "hparams/pp.yaml", f"--output_folder={tmp_path}",
+                         "--lr=1", "--lr=2")
+    assert "found duplicate key" in err and "Traceback" not in err
 
 
-def test_missing_data_folder_is_refused(tmp_path):
+def test_missing_data_folder_is_refused(tmp_path, recipe_refusal):
     missing = tmp_path / "no_such_corpus"
-    proc = run_recipe(
-        "pretrain.py", "hparams/pp.yaml", f"--output_folder={tmp_path / 'out'}",
-        f"--data_folder={missing}", check=False,
-    )
-    assert proc.returncode == 2
-    assert f"data_folder {missing} does not exist" in proc.stderr
+    err = recipe_refusal(RECIPES / "pretrain.py", "hparams/pp.yaml", f"--output_folder={tmp_path / 'out'}",
+                         f"--data_folder={missing}")
+    assert f"data_folder {missing} does not exist" in err
 
 
 def test_ctc_from_pretrained_lowers_loss_and_writes_wer(ctc_run):
@@ -473,10 +468,9 @@ def test_pretraining_stops_at_its_time_budget_and_keeps_snapshots(tiny_librispee
         ("--select_on=PER", "select_on must be 'WER' or 'CER', got 'PER'"),
     ],
 )
-def test_ctc_refuses_bad_step_limit_and_selection_key(override, message, tmp_path):
-    proc = run_recipe("asr_ctc.py", "hparams/ctc.yaml", f"--output_folder={tmp_path}", override, check=False)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_ctc_refuses_bad_step_limit_and_selection_key(override, message, tmp_path, recipe_refusal):
+    err = recipe_refusal(RECIPES / "asr_ctc.py", "hparams/ctc.yaml", f"--output_folder={tmp_path}", override)
+    assert message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -568,10 +562,10 @@ def test_ctc_loads_the_joint_encoder_as_bestrq_s(joint_run, tiny_librispeech, tm
     assert all(torch.equal(pretrained[k], probed[k]) for k in pretrained)
 
 
-def test_joint_refuses_a_negative_weight(tmp_path):
-    proc = run_recipe("pretrain_joint.py", "hparams/joint.yaml", f"--output_folder={tmp_path}",
-                      "--position_weight=-1", check=False)
-    assert proc.returncode == 2 and "position_weight must be >= 0, got -1" in proc.stderr
+def test_joint_refuses_a_negative_weight(tmp_path, recipe_refusal):
+    err = recipe_refusal(RECIPES / "pretrain_joint.py", "hparams/joint.yaml", f"--output_folder={tmp_path}",
+                         "--position_weight=-1")
+    assert "position_weight must be >= 0, got -1" in err
 
 
 @pytest.fixture(scope="module")
