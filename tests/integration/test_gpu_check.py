@@ -10,11 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_check_quick_runs_both_stages_on_time_budgets(tmp_path):
+def test_gpu_check_quick_runs_both_stages_on_time_budgets(tiny_librispeech, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
     proc = subprocess.run(
         ["bash", str(ROOT / "tools" / "gpu_check.sh"), "--quick", "--device", "cpu",
-         "--corpus", str(tmp_path / "LibriSpeech-tiny"), "--out", str(tmp_path / "check"),
+         "--corpus", str(tiny_librispeech), "--out", str(tmp_path / "check"),
          "--pretrain-seconds", "3", "--ctc-seconds", "3", "--ctc-steps", "100000"],
         capture_output=True, text=True, env=env, timeout=900,
     )
