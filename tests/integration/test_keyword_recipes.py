@@ -54,6 +54,29 @@ def finetuned(tiny_speech_commands, pretrained, tmp_path_factory):
     return out
 
 
+def test_shortcut_diagnosis_scores_a_keyword_pretraining(tiny_speech_commands, tmp_path, single_thread):
+    """tools/pretext_shortcut.py on the keyword recipe's anchored pretext: its validation clips,
+    20-ms tokens, and beside each distance the chance of a guess that knows the anchors (never
+    below a uniform guess's)."""
+    run = tmp_path / "anchors"
+    load_recipe("pretrain").main([str(RECIPES / "hparams" / "pretrain.yaml"), f"--data_folder={tiny_speech_commands}",
+                                  f"--output_folder={run}", "--number_of_epochs=2", "--anchor_ratio=1.0", *TINY])
+    spec = importlib.util.spec_from_file_location("tool_shortcut_kws", ROOT / "tools" / "pretext_shortcut.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    docs = tmp_path / "docs"
+    assert tool.main([str(run), "--names", "anchors", "--passes", "1", "--docs", str(docs),
+                      "--report", "kws_shortcut"]) == 0
+    result = json.loads((docs / "kws_shortcut.json").read_text())["runs"]["anchors"]
+    assert result["data"] == "keyword validation clips" and result["patch_ms"] == 20
+    bins = result["by_distance"].values()
+    assert sum(b["share"] for b in bins) == pytest.approx(100, abs=0.5)
+    assert all(result["chance_accuracy"] <= b["chance_given_anchors"] <= 100 for b in bins if b["targets"])
+    text = (docs / "kws_shortcut.md").read_text()
+    assert "scored on keyword validation clips" in text and "20-ms patches" in text
+    assert (docs / "kws_shortcut.png").stat().st_size > 10_000 and not (docs / "pretext_shortcut.md").exists()
+
+
 def test_pretraining_learns_positions(pretrained):
     log = pretrained / "train_log.txt"
     losses = log_values(log, "train loss")

@@ -608,6 +608,9 @@ def test_shortcut_diagnosis_splits_targets_by_distance(gapped_views_run, tmp_pat
     result = json.loads((tmp_path / "pretext_shortcut.json").read_text())["runs"]["gapped"]
     shares = [v["share"] for v in result["by_distance"].values()]
     assert sum(shares) == pytest.approx(100, abs=0.5) and result["trained_min_gap"] == 1
+    assert result["data"] == "dev-clean crops" and result["patch_ms"] == 40
+    assert all(result["chance_accuracy"] <= v["chance_given_anchors"] <= 100
+               for v in result["by_distance"].values() if v["targets"])
     gaps = result["by_gap"]
     assert gaps["0"]["targets"] > gaps["1"]["targets"] > gaps["2"]["targets"] > 0
     assert gaps["2"]["chance_given_gap"] > gaps["0"]["chance_given_gap"] >= gaps["0"]["chance_uniform"]

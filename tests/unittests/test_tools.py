@@ -221,3 +221,23 @@ def test_kws_position_targets_report_the_best_pretrained_row():
     assert "best position-prediction row (MP3 + anchors, zero-init PE, 1 seed(s)) has 40 % fewer test errors" in text
     assert "MP3, no PE 95.50 vs scratch, PE 94.00: met" in text
     assert "96.40 >= x-vector peer 99.60: NOT met" in text
+
+
+def test_shortcut_distance_bins_give_the_chance_of_a_guess_that_knows_the_anchors():
+    """One anchor at 2 of 5 tokens: the positions 1 and 3 are 1 away, 0 and 4 are 2 away, none
+    further; a guess that knows the anchor places a target 1 or 2 away with probability 1/2.
+    Padding (beyond the length) is never a candidate."""
+    tool = load_tool("pretext_shortcut")
+    anchors = torch.tensor([[False, False, True, False, False, False],
+                            [True, False, False, False, False, False]])
+    positions = torch.tensor([[0, 3, 4], [5, 4, 1]])
+    scored = torch.tensor([[True, True, False], [True, True, True]])
+    hit = torch.tensor([[True, False, True], [True, True, False]])
+    bins = tool.distance_bins(positions, scored, hit, anchors, torch.tensor([5, 6]))
+    # Row 2 (length 6, anchor at 0): positions 1..5 are 1..5 away; targets 5 and 4 are both in
+    # ">= 4" (two candidates there: 4 and 5), target 1 in "1" (one candidate). The unscored
+    # target of row 1 counts nowhere, though it was placed.
+    assert bins["1"] == [0, 2, pytest.approx(0.5 + 1.0)]
+    assert bins["2"] == [1, 1, pytest.approx(0.5)]
+    assert bins["3"] == [0, 0, 0.0]
+    assert bins[">=4"] == [2, 2, pytest.approx(1.0)]
