@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -317,7 +318,7 @@ def main(argv=None) -> int:
           r["by_gap"][str(g)]["chance_given_gap"],
           round(r["by_gap"][str(g)]["accuracy"] / max(r["by_gap"][str(g)]["chance_given_gap"], 1e-9), 2),
           r["by_gap"][str(g)]["targets"]] for n, r in results.items() for g in GAPS])
-    command = "python tools/pretext_shortcut.py " + " ".join(str(a) for a in (argv or sys.argv[1:]))
+    command = shlex.join(["python", "tools/pretext_shortcut.py", *map(str, argv or sys.argv[1:])])
     data = sorted({r["data"] for r in results.values()})
     patches = sorted({r["patch_ms"] for r in results.values()})
     setup = (
