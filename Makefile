@@ -10,7 +10,7 @@ setup:
 	bash tools/setup.sh
 
 test: setup
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=10
 
 lint: setup
 	$(PY) -m ruff check speechpos recipes tools tests

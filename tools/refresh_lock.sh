@@ -16,4 +16,4 @@ python3 -m venv .venv
 } > requirements.lock
 touch .venv/.speechpos-installed
 .venv/bin/python tools/check_lock.py
-.venv/bin/python -m pytest -q
+.venv/bin/python -m pytest -q -n auto --dist loadfile  # as make test runs it
