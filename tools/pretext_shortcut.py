@@ -48,7 +48,6 @@ if str(ROOT) not in sys.path:
 
 from speechpos.experiments.plots import _pyplot, _save, markdown_table, write_report  # noqa: E402
 
-DISTANCES = ("1", "2", "3", ">=4")
 GAPS = (0, 1, 2, 3)
 
 
@@ -65,6 +64,7 @@ def nearest(points: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
 
 
 BINS = {"1": (1, 1), "2": (2, 2), "3": (3, 3), ">=4": (4, 10**6 - 1)}
+DISTANCES = tuple(BINS)
 
 
 def distance_bins(positions, scored, hit, anchors, lengths) -> dict:
@@ -144,16 +144,7 @@ def token_batches(hparams, model, features, normalize, batch_size: int, seed: in
         )
     for batch in make_dataloader(data, batch_size=batch_size):
         wavs, lens = batch.sig
-        feats = normalize(features(wavs), lens)
-        if not is_keyword_run(model):
-            yield model.tokens(feats, lens, generator)
-            continue
-        if model.views is not None:
-            b, frames, dim = feats.shape
-            patches = feats.reshape(b, frames // model.encoder.patch_frames, -1)
-            feats = model.views(patches, generator).reshape(b, frames, dim)
-        tokens = model.encoder.embed(feats)
-        yield tokens, torch.full((tokens.shape[0],), tokens.shape[1])
+        yield model.tokens(normalize(features(wavs), lens), lens, generator)
 
 
 @torch.no_grad()

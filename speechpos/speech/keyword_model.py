@@ -213,12 +213,17 @@ class KeywordPositionModel(nn.Module):
                                        target_ratio, max_positions=encoder.num_tokens, min_gap=min_gap,
                                        coarse=coarse)
 
-    def forward(self, feats: torch.Tensor, generator: torch.Generator | None = None):
-        """(B, frames, F) features -> :class:`~speechpos.position.pretext.PretextOutput`."""
+    def tokens(self, feats: torch.Tensor, rel_lengths=None, generator: torch.Generator | None = None):
+        """(B, frames, F) features -> unpositioned (tokens, lengths), views applied; whole clips,
+        so ``rel_lengths`` is not used (the signature is :class:`SpeechPositionModel`'s)."""
         if self.views is not None:
             batch, frames, dim = feats.shape
             patches = feats.reshape(batch, frames // self.encoder.patch_frames, -1)
             feats = self.views(patches, generator).reshape(batch, frames, dim)
         tokens = self.encoder.embed(feats)
-        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+        return tokens, torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+
+    def forward(self, feats: torch.Tensor, generator: torch.Generator | None = None):
+        """(B, frames, F) features -> :class:`~speechpos.position.pretext.PretextOutput`."""
+        tokens, lengths = self.tokens(feats, None, generator)
         return self.pretext(tokens, lengths, generator)
