@@ -311,8 +311,9 @@ def main(argv=None) -> int:
 
     pretrains = {name: pretraining(name, args.pretrain_minutes) for name in args.pretrainers}
     scaled = [n for n in dict.fromkeys([args.best, "BEST-RQ"]) if args.scaling_minutes]
-    for name in scaled:
-        for minutes in args.scaling_minutes:
+    # Shortest first: two side by side finish together, and their fine-tunings can start early.
+    for minutes in sorted(args.scaling_minutes):
+        for name in scaled:
             if minutes != args.pretrain_minutes:
                 pretrains[f"{name} @ {minutes:g} min"] = pretraining(name, minutes)
     ctc_common = data + CONFORMER_BODY + preset["model"] + ["--ckpt_interval_minutes=0"]
