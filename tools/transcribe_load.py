@@ -13,7 +13,8 @@ gives the run's transcripts, then transcribe >= 1,000 files with two corrupt one
 3. load: ``--files`` training files of the corpus plus two corrupt files (at 10 % and 60 % of
    the list), transcribed by ``speechpos.inference.transcribe.transcribe_files`` into JSONL,
    greedy and with the LM, once per ``--threads`` value, each in a fresh process: files/s, real-time factor, peak RSS,
-   RSS at 10 %, 50 % and 100 % of the files, and the files reported as failed.
+   RSS at 10 %, 50 % and 100 % of the files, and the files reported as failed; each decoding once
+   more with the memory freed by each batch left to glibc (``release_memory=False``).
 
 Writes ``<docs>/transcribe_load.{md,json,png}`` (the PNG: RSS against progress).
 
@@ -72,7 +73,8 @@ def worker(args) -> int:
     out.unlink(missing_ok=True)
     errors = []
     summary = transcribe_files(model, files, out, fmt="jsonl", batch_seconds=args.batch_seconds,
-                               progress=False, on_error=errors.append, on_batch=on_batch)
+                               progress=False, on_error=errors.append, on_batch=on_batch,
+                               release_memory=not args.worker_keep_freed)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"files": len(files), "done": summary.done, "failed": errors,
                       "audio_seconds": round(summary.audio_seconds, 1),
@@ -80,6 +82,11 @@ def worker(args) -> int:
                       "rtf": round(summary.real_time_factor, 5), "peak_rss_mib": round(peak, 1),
                       "trace": trace}))
     return 0
+
+
+def freed(release: bool) -> str:
+    """How a load row treats heap memory freed after each batch."""
+    return "returned" if release else "kept (glibc default)"
 
 
 def rss_at(trace: list, total: int, fraction: float) -> float:
@@ -186,6 +193,7 @@ def main(argv=None) -> int:
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-lm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-keep-freed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-lm", action="store_true", help="greedy only (no n-gram LM rows)")
     parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     parser.add_argument("--big-lm-text", type=Path,
@@ -226,27 +234,35 @@ def main(argv=None) -> int:
     listing.write_text("\n".join(files) + "\n")
 
     runs = []
-    for decoding, threads in [(d, t) for d in (("greedy", "lm") if lm else ("greedy",)) for t in args.threads]:
+    decodings = ("greedy", "lm") if lm else ("greedy",)
+    # Every setting as transcribe_files runs it, then each decoding once more on the first thread
+    # count with freed memory kept by the C library (glibc's default), to show what the trim does.
+    configs = [(d, t, True) for d in decodings for t in args.threads]
+    configs += [(d, args.threads[0], False) for d in decodings]
+    for decoding, threads, release in configs:
+        output = args.out / f"out_{decoding}_{threads}{'' if release else '_kept'}.jsonl"
         proc = subprocess.run(
             [sys.executable, __file__, f"--worker-model={model_dir}", f"--worker-list={listing}",
-             f"--worker-output={args.out / f'out_{decoding}_{threads}.jsonl'}", f"--worker-threads={threads}",
-             f"--batch-seconds={args.batch_seconds}", *(["--worker-lm"] if decoding == "lm" else [])],
+             f"--worker-output={output}", f"--worker-threads={threads}",
+             f"--batch-seconds={args.batch_seconds}", *(["--worker-lm"] if decoding == "lm" else []),
+             *([] if release else ["--worker-keep-freed"])],
             capture_output=True, text=True, check=True,
         )
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        r["threads"], r["decoding"] = threads, decoding
+        r["threads"], r["decoding"], r["release_memory"] = threads, decoding, release
         r["files_per_s"] = round(r["done"] / r["wall_seconds"], 2)
         r["rss_10"], r["rss_50"], r["rss_100"] = (rss_at(r["trace"], len(files), f) for f in (0.1, 0.5, 1.0))
         r["rss_growth_pct"] = round(100 * (r["rss_100"] - r["rss_10"]) / r["rss_10"], 1)
         runs.append(r)
-        print(f"{decoding}, {threads} thread(s): {r['done']} files, rtf {r['rtf']}, failed {len(r['failed'])}",
-              flush=True)
+        print(f"{decoding}, {threads} thread(s), freed memory {freed(release)}: {r['done']} files, "
+              f"rtf {r['rtf']}, RSS growth {r['rss_growth_pct']} %, failed {len(r['failed'])}", flush=True)
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in runs:
         ax.plot([100 * d / len(files) for d, _ in r["trace"]], [m for _, m in r["trace"]],
-                label=f"{r['decoding']}, {r['threads']} thread(s)")
+                label=f"{r['decoding']}, {r['threads']} thread(s), freed memory {freed(r['release_memory'])}",
+                linestyle="-" if r["release_memory"] else ":")
     ax.set_xlabel("files done (%)")
     ax.set_ylabel("RSS (MiB)")
     ax.set_ylim(bottom=0)
@@ -263,8 +279,10 @@ def main(argv=None) -> int:
                 "`asr_ctc.py --lm_decoding=True` builds it)" if lm else "")
              + f", then {len(files)} files ({args.files} training utterances and 2 corrupt files) transcribed "
              f"into JSONL by `speechpos.inference.transcribe.transcribe_files` (as `speechpos transcribe`), "
-             f"batches of at most {args.batch_seconds:g} s of padded audio, each decoding and thread count in "
-             f"a fresh process. Machine: {machine}.")
+             f"batches of at most {args.batch_seconds:g} s of padded audio, the heap memory freed by each batch "
+             f"returned to the system (`release_freed_memory`, glibc's `malloc_trim`), each decoding and thread "
+             f"count in a fresh process; each decoding once more on {args.threads[0]} thread(s) with freed "
+             f"memory kept, as glibc does by default. Machine: {machine}.")
     parity_rows = [["greedy: SpeechModel (run folder)", par["wer_speechpos"]],
                    ["greedy: EncoderASR (exported folder)", par["wer_encoder_asr"]]]
     if lm:
@@ -287,10 +305,11 @@ def main(argv=None) -> int:
         f"{t['frame_s']:g} s).",
         "### Load",
         markdown_table(
-            ["decoding", "threads", "files done", "failed (reported)", "audio h", "wall s", "files/s",
+            ["decoding", "threads", "freed memory", "files done", "failed (reported)", "audio h", "wall s",
+             "files/s",
              "real-time factor", "model load s", "peak RSS MiB", "RSS at 10 / 50 / 100 % MiB",
              "RSS growth 10→100 %"],
-            [[r["decoding"], r["threads"], r["done"], len(r["failed"]), round(r["audio_seconds"] / 3600, 2),
+            [[r["decoding"], r["threads"], freed(r["release_memory"]), r["done"], len(r["failed"]), round(r["audio_seconds"] / 3600, 2),
               r["wall_seconds"], r["files_per_s"], r["rtf"], r["load_seconds"], r["peak_rss_mib"],
               f"{r['rss_10']} / {r['rss_50']} / {r['rss_100']}", f"{r['rss_growth_pct']} %"] for r in runs]),
         "Reported and skipped (every run):\n\n" + "\n".join(f"- `{m}`" for m in runs[0]["failed"]),
