@@ -189,6 +189,24 @@ def test_study_targets_pick_the_best_row_on_dev_and_report_its_test_wer():
     assert "`joint λ=0.3, zero-init PE` 80.0 (1 seed) against BEST-RQ 81.0 (1 seed): **beats BEST-RQ**" in text
 
 
+def test_study_scaling_verdict_compares_the_shortest_and_longest_pretraining():
+    study = load_tool("pretraining_study")
+
+    def point(name, minutes, wer_gain, cer_gain):
+        return {"pretrainer": name, "minutes": minutes, "relative_gain_pct": wer_gain,
+                "relative_cer_gain_pct": cer_gain}
+
+    text = study.scaling_verdicts([
+        point("coarse", 10, 1.0, 3.0), point("coarse", 20, 5.0, 4.0), point("coarse", 90, 0.5, 6.0),
+        point("BEST-RQ", 90, 2.0, 2.5), point("BEST-RQ", 10, 0.2, 1.0), point("alone", 20, 9.0, 9.0)])
+    assert text.splitlines() == [
+        # the 20-min point's larger gain does not count: the target is 10 -> 90 min
+        "- coarse: WER gain over scratch 1.0 % at 10 min, 0.5 % at 90 min: **does not grow** "
+        "(CER gain 3.0 % -> 6.0 %).",
+        "- BEST-RQ: WER gain over scratch 0.2 % at 10 min, 2.0 % at 90 min: **grows** (CER gain 1.0 % -> 2.5 %).",
+    ]
+
+
 def test_kws_targets_compare_both_test_sets_and_flag_augmentation_that_costs_accuracy():
     bench = load_tool("kws_benchmark")
 
