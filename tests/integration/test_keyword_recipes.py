@@ -253,6 +253,14 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     assert partial.returncode == 0 and ": started" not in partial.stdout, partial.stdout
     report = json.loads((docs / "kws_partial.json").read_text())
     assert {r["seed"] for r in report["rows"]} == {0} and "Not run (no result): pretrain_mp3_1, " in report["setup"]
+    # --rows longer reports the augmentation rows already run beside its own, not yet run.
+    longer = bench("--rows", "longer", "--report", "kws_longer", "--report-only")
+    assert longer.returncode == 0 and ": started" not in longer.stdout, longer.stdout + longer.stderr[-3000:]
+    report = json.loads((docs / "kws_longer.json").read_text())
+    assert len(report["rows"]) == 11
+    not_run = report["setup"].split("Not run (no result): ")[1].removesuffix(".").split(", ")
+    assert set(not_run) == {"scratch__pe__all_augmentation__3x_epochs_0", "speechbrain_x_vector__all_augmentation__3x_epochs_0",
+                            "mp3___anchors__zero_init_pe__all_augmentation__3x_epochs_0"}
 
 
 def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_path):
