@@ -246,9 +246,12 @@ def scaling_verdicts(scaling: list[dict]) -> str:
             continue
         lo, hi = sel[0], sel[-1]
         grows = hi["relative_gain_pct"] > lo["relative_gain_pct"]
+        peak = max(sel, key=lambda r: r["relative_gain_pct"])
+        between = (f"; the largest WER gain is in between: {peak['relative_gain_pct']} % at {peak['minutes']:g} min"
+                   if peak is not lo and peak is not hi and peak["relative_gain_pct"] > hi["relative_gain_pct"] else "")
         lines.append(f"- {name}: WER gain over scratch {lo['relative_gain_pct']} % at {lo['minutes']:g} min, "
                      f"{hi['relative_gain_pct']} % at {hi['minutes']:g} min: **{'grows' if grows else 'does not grow'}**"
-                     f" (CER gain {lo['relative_cer_gain_pct']} % -> {hi['relative_cer_gain_pct']} %).")
+                     f" (CER gain {lo['relative_cer_gain_pct']} % -> {hi['relative_cer_gain_pct']} %){between}.")
     return "\n".join(lines)
 
 
