@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     plot_quality_vs_time,
     read_train_log,
 )
-from speechpos.experiments.runs import made_corpus  # noqa: E402
+from speechpos.experiments.runs import made_corpus, start_python  # noqa: E402
 
 
 def load_tool(name: str):
@@ -110,10 +109,9 @@ def main(argv=None) -> int:
     if not (run / "results.json").is_file():
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         start = time.time()
-        with open(out / "asr_ctc.log", "a") as log:
-            proc = subprocess.run(cmd, cwd=RECIPES, stdout=log, stderr=subprocess.STDOUT, env=env)
-        if proc.returncode != 0:
-            sys.exit(f"asr_ctc.py failed (exit {proc.returncode}); see {out / 'asr_ctc.log'}")
+        code = start_python(cmd[1:], RECIPES, env, out / "asr_ctc.log").wait()
+        if code != 0:
+            sys.exit(f"asr_ctc.py failed (exit {code}); see {out / 'asr_ctc.log'}")
         print(f"trained and tested in {time.time() - start:.0f} s wall", flush=True)
 
     results = json.loads((run / "results.json").read_text())

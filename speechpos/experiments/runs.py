@@ -6,6 +6,12 @@ each, skips finished ones (so a rerun resumes) and stops everything when one fai
 that needs another's output names it in ``needs``: it starts only once that one is done,
 and runs listed after it may start first.
 
+Each recipe runs in a child forked from a server that has already imported torch, torchaudio,
+SpeechBrain and speechpos (:func:`start_python`, Python's ``forkserver``): a fresh interpreter
+spends seconds importing them, more than a short run trains. The child is a new process all the
+same (its own ``sys.argv``, working folder, environment, torch threads and exit status), so a
+recipe behaves as under ``python recipe.py``.
+
 Example
 -------
 >>> r = Run("ctc", "asr_ctc.py", "hparams/ctc.yaml", ["--seed=1"], Path("/nonexistent"), "results.json")
@@ -15,8 +21,9 @@ False
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import subprocess
+import runpy
 import sys
 import time
 from dataclasses import dataclass, field
@@ -78,6 +85,161 @@ class Run:
         return (self.out / self.done_file).is_file()
 
 
+# Imported once by the fork server: what every recipe imports (torchvision comes with
+# SpeechBrain's train_logger) and the modules the hparams files name.
+RECIPE_PRELOAD = [
+    "torch", "torchaudio", "speechbrain", "speechbrain.core", "speechbrain.utils.train_logger",
+    "speechbrain.dataio.dataset", "speechbrain.dataio.sampler", "speechbrain.nnet.schedulers",
+    "speechbrain.lobes.models.transformer.Conformer", "hyperpyyaml", "jiwer",
+    "speechpos.recipes", "speechpos.speech.ctc", "speechpos.speech.pretraining",
+    "speechpos.speech.encoder", "speechpos.speech.data.dataio",
+]
+_FORKSERVER = None
+
+
+def _forkserver():
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        # "__main__": the calling tool is imported once there, not by every child.
+        _FORKSERVER.set_forkserver_preload(["__main__", *RECIPE_PRELOAD])
+    return _FORKSERVER
+
+
+def _exec_python(argv: list[str], cwd: str, env: dict, out_path: str | None, err_path: str | None) -> None:
+    """Body of a child: ``python *argv`` (a script and its arguments, or ``-m module ...``)
+    run in this forked process, which then exits with the status ``python`` would."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdout.flush(), sys.stderr.flush()
+    for path, target in ((out_path, 1), (err_path, 2)):
+        if path is not None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, target)
+            os.close(fd)
+    threads = env.get("OMP_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    code = 0
+    try:
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            sys.path[0] = str(Path(argv[0]).resolve().parent)
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if stop.code is not None and not isinstance(stop.code, int):
+            print(stop.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed by the program, as python's exit allows
+                pass
+    os._exit(code)
+
+
+class RecipeProcess:
+    """A running child of :func:`start_python`, with ``subprocess.Popen``'s ``poll``, ``wait``,
+    ``terminate`` and ``returncode``."""
+
+    def __init__(self, process):
+        self._process = process
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._process.join(timeout)
+        return self._process.exitcode
+
+    def terminate(self) -> None:
+        self._process.terminate()
+
+
+def start_python(argv: list[str], cwd: Path | str | None = None, env: dict | None = None,
+                 log: Path | None = None, err_log: Path | None = None) -> RecipeProcess:
+    """Start ``python *argv`` (``[script, *args]`` or ``["-m", module, *args]``) in ``cwd``
+    with environment ``env`` (default: this one's; ``OMP_NUM_THREADS`` sets its torch
+    threads), forked from the preloaded server. Its output is appended to ``log`` (inherited
+    when None), its standard error to ``err_log`` (default: ``log``). A killed child's
+    ``returncode`` is minus the signal, as ``Popen``'s.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     script = Path(tmp, "hello.py")
+    ...     _ = script.write_text("import os, sys; print(sys.argv[1:], os.environ['WHO']); sys.exit(3)")
+    ...     proc = start_python([str(script), "--x=1"], tmp, {"WHO": "me"}, Path(tmp, "log"))
+    ...     proc.wait(), Path(tmp, "log").read_text()
+    (3, "['--x=1'] me\\n")
+    """
+    process = _forkserver().Process(
+        target=_exec_python, daemon=False,
+        args=(list(argv), str(cwd or os.getcwd()), dict(os.environ if env is None else env),
+              None if log is None else str(log), None if (err_log or log) is None else str(err_log or log)),
+    )
+    process.start()
+    return RecipeProcess(process)
+
+
+def run_python(cmd: list[str], cwd: Path | str | None = None, env: dict | None = None,
+               timeout: float | None = None, check: bool = False, capture_output: bool = True,
+               text: bool = True):
+    """``subprocess.run(cmd, capture_output=True, text=True, ...)`` for a Python command line
+    (``cmd[0]`` is ``sys.executable``), run by :func:`start_python`: the result's
+    ``returncode``, ``stdout`` and ``stderr``; ``subprocess.TimeoutExpired`` after ``timeout``
+    seconds, the child killed; ``subprocess.CalledProcessError`` on a failure with ``check``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     script = Path(tmp, "fail.py")
+    ...     _ = script.write_text("import sys; print('out'); sys.exit('bad input: x.flac')")
+    ...     done = run_python([sys.executable, str(script)], cwd=tmp)
+    >>> done.returncode, done.stdout, done.stderr
+    (1, 'out\\n', 'bad input: x.flac\\n')
+    >>> run_python([sys.executable, "-m", "json.tool", "--no-such-flag"]).returncode
+    2
+    """
+    import subprocess
+    import tempfile
+
+    if cmd[0] != sys.executable:
+        raise ValueError(f"run_python runs {sys.executable} command lines, got {cmd[0]!r}")
+    if not (capture_output and text):
+        raise ValueError("run_python captures the output as text (capture_output=True, text=True)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        proc = start_python(cmd[1:], cwd, env, out, err)
+        code = proc.wait(timeout)
+        if code is None:
+            proc.terminate()
+            proc.wait()
+            raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(), err.read_text())
+        done = subprocess.CompletedProcess(cmd, code, out.read_text(), err.read_text())
+    if check:
+        done.check_returncode()
+    return done
+
+
 def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
     """Run the recipes ``jobs`` at a time (in list order, a run once its ``needs`` are done);
     exit if one fails."""
@@ -86,7 +248,7 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
         if r.done:
             print(f"  {r.name}: done already, kept", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    active: list[tuple[Run, subprocess.Popen, float, object]] = []
+    active: list[tuple[Run, RecipeProcess, float]] = []
     while pending or active:
         while pending and len(active) < jobs:
             ready = [r for r in pending if r.ready]
@@ -96,20 +258,20 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
                 break
             r = ready[0]
             pending.remove(r)
-            log = open(logs / f"{r.name}.log", "w")
-            cmd = [sys.executable, str(RECIPES / r.script), r.hparams, *r.args, f"--output_folder={r.out}"]
-            proc = subprocess.Popen(cmd, cwd=RECIPES, stdout=log, stderr=subprocess.STDOUT, env=env)
-            active.append((r, proc, time.time(), log))
+            log = logs / f"{r.name}.log"
+            log.write_text("")
+            proc = start_python([str(RECIPES / r.script), r.hparams, *r.args, f"--output_folder={r.out}"],
+                                RECIPES, env, log)
+            active.append((r, proc, time.time()))
             print(f"  {r.name}: started", flush=True)
-        time.sleep(1.0)
+        time.sleep(0.2)
         for item in list(active):
-            r, proc, start, log = item
+            r, proc, start = item
             if proc.poll() is None:
                 continue
-            log.close()
             active.remove(item)
             if proc.returncode != 0:
-                for _, other, _, _ in active:
+                for _, other, _ in active:
                     other.terminate()
                 sys.exit(f"{r.name} failed (exit {proc.returncode}); see {logs / (r.name + '.log')}")
             r.info["wall_s"] = round(time.time() - start, 1)

@@ -3,11 +3,11 @@ generated corpus: training lowers the loss, greedy and LM results, the curve and
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from speechpos.experiments.plots import read_train_log
+from speechpos.experiments.runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "LibriSpeech"
@@ -18,7 +18,7 @@ SMALL = ["--num_layers=2", "--d_model=48", "--nhead=4", "--d_ffn=96", "--max_bat
 def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_path):
     docs = tmp_path / "docs"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
          "--threads", "2", "--examples", "2", "--model-args", *SMALL],
@@ -48,7 +48,7 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     assert "position_embedding: sinusoidal" in (tmp_path / "out" / "run" / "hyperparams.yaml").read_text()
     assert "precision " in (tmp_path / "out" / "run" / "log.txt").read_text()  # auto's choice logged
 
-    again = subprocess.run(  # a finished run is reported again, not retrained
+    again = run_python(  # a finished run is reported again, not retrained
         [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
          "--model-args", *SMALL],
@@ -59,7 +59,7 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
 
 def run_ctc(*args):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(RECIPES / "asr_ctc.py"), *args], cwd=RECIPES,
+    return run_python([sys.executable, str(RECIPES / "asr_ctc.py"), *args], cwd=RECIPES,
                           capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -85,7 +85,7 @@ def test_a_pretrained_encoder_is_refused_behind_the_conv_frontend(tiny_librispee
 
 def test_ablation_tool_reports_each_variant_at_equal_steps(tiny_librispeech, tmp_path):
     docs = tmp_path / "docs"
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(ROOT / "tools" / "ctc_ablation.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "6",
          "--variants", "baseline", "conv-frontend", "--model-args", *SMALL],

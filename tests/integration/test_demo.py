@@ -1,16 +1,17 @@
 """tools/run_demo.py --quick: the README's main job end to end on a tiny corpus and model."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from speechpos.experiments.runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_quick_trains_both_rows_and_prints_examples(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--out", str(tmp_path / "demo"),
          "--corpus", str(tmp_path / "LibriSpeech"), "--examples", "2"],
         capture_output=True, text=True, env=env, timeout=900,

@@ -2,7 +2,6 @@
 many files (batches, word times, bad files skipped, resumable output)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 from test_speech_recipes import TINY_MODEL, _utterance_and_copies, run_recipe
+
+from speechpos.experiments.runs import run_python
 
 CLI = [sys.executable, "-m", "speechpos.cli"]
 
@@ -30,7 +31,7 @@ def scratch_ctc_run(tiny_librispeech, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(scratch_ctc_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "model"
-    proc = subprocess.run([*CLI, "export", str(scratch_ctc_run), str(out)],
+    proc = run_python([*CLI, "export", str(scratch_ctc_run), str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
@@ -118,7 +119,7 @@ def test_export_refuses_a_foreign_folder_and_a_tampered_checkpoint(exported, tmp
     other = tmp_path / "other"
     other.mkdir()
     (other / "hyperparams.yaml").write_text("x: 1\n")
-    proc = subprocess.run([*CLI, "export", str(other), str(tmp_path / "out")],
+    proc = run_python([*CLI, "export", str(other), str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"speechpos: error: {other / 'hyperparams.yaml'}: no encoder, compute_features, "
@@ -136,7 +137,7 @@ def test_transcribe_skips_bad_files_writes_jsonl_and_resumes(exported, run_model
     out = tmp_path / "out.jsonl"
     cmd = [*CLI, "transcribe", str(exported), "--list", str(listing), "--output", str(out),
            "--format", "jsonl", "--times", "--batch-seconds", "1"]  # a batch per file: no padding
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_python(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("speechpos: error:")]
     from speechpos.speech.data.audio import AudioError, read_audio_checked
@@ -157,7 +158,7 @@ def test_transcribe_skips_bad_files_writes_jsonl_and_resumes(exported, run_model
         assert all(e <= s for e, s in zip(ends[:-1], starts[1:], strict=True))  # in order, no overlap
     # A re-run skips what is done and adds the rest; the bad files are tried (and reported) again.
     listing.write_text("\n".join([*files[:4], str(corrupt)]) + "\n")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_python(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "1 file(s) transcribed, 3 already done, 1 failed" in proc.stderr
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == files[:4]
@@ -166,7 +167,7 @@ def test_transcribe_skips_bad_files_writes_jsonl_and_resumes(exported, run_model
 def test_transcribe_writes_ctm(exported, tiny_librispeech, tmp_path):
     files = _test_files(tiny_librispeech)[:2]
     out = tmp_path / "out.ctm"
-    proc = subprocess.run([*CLI, "transcribe", str(exported), *files, "--output", str(out), "--format", "ctm",
+    proc = run_python([*CLI, "transcribe", str(exported), *files, "--output", str(out), "--format", "ctm",
                            "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = out.read_text().splitlines()
@@ -187,14 +188,14 @@ def test_the_lm_goes_into_the_export_from_text_or_arpa(scratch_ctc_run, exported
     text = tmp_path / "lm.txt"
     text.write_text("\n".join(sentences) + "\n")
     with_lm = tmp_path / "with_lm"
-    proc = subprocess.run([*CLI, "export", str(scratch_ctc_run), str(with_lm), "--lm-text", str(text)],
+    proc = run_python([*CLI, "export", str(scratch_ctc_run), str(with_lm), "--lm-text", str(text)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((with_lm / "speechpos_export.json").read_text())
     assert meta["lm"]["source"] == f"3-gram of lm_text {text}"
     files = _test_files(tiny_librispeech)[:4]
     out = tmp_path / "lm.jsonl"
-    proc = subprocess.run([*CLI, "transcribe", str(with_lm), *files, "--lm", "--format", "jsonl",
+    proc = run_python([*CLI, "transcribe", str(with_lm), *files, "--lm", "--format", "jsonl",
                            "--output", str(out), "--batch-seconds", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
@@ -207,7 +208,7 @@ def test_the_lm_goes_into_the_export_from_text_or_arpa(scratch_ctc_run, exported
     assert any(texts) and all(set(t.split()) <= vocabulary for t in texts)
     # A ready ARPA file: its unigrams make the lexicon; the same LM gives the same transcripts.
     from_arpa = tmp_path / "from_arpa"
-    proc = subprocess.run([*CLI, "export", str(scratch_ctc_run), str(from_arpa), "--lm-arpa",
+    proc = run_python([*CLI, "export", str(scratch_ctc_run), str(from_arpa), "--lm-arpa",
                            str(with_lm / "lm.arpa")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     model = SpeechModel.from_run(from_arpa)
@@ -217,12 +218,12 @@ def test_the_lm_goes_into_the_export_from_text_or_arpa(scratch_ctc_run, exported
 
 def test_lm_refusals_are_one_line_errors(exported, tiny_librispeech, tmp_path):
     audio = _test_files(tiny_librispeech)[0]
-    proc = subprocess.run([*CLI, "transcribe", str(exported), audio, "--lm"],
+    proc = run_python([*CLI, "transcribe", str(exported), audio, "--lm"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("speechpos: error: this model has no n-gram LM: export it with --lm-text "
                                    "or --lm-arpa, or train it with --lm_decoding=True")
-    proc = subprocess.run([*CLI, "transcribe", str(exported), audio, "--lm", "--format", "ctm"],
+    proc = run_python([*CLI, "transcribe", str(exported), audio, "--lm", "--format", "ctm"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("speechpos: error: word times come from the greedy CTC path: "
@@ -243,7 +244,7 @@ def test_a_sentencepiece_model_decodes_the_same_through_encoder_asr(tiny_librisp
         "--sentencepiece_vocab=40", *TINY_MODEL,
     )
     out = tmp_path / "sp_model"
-    proc = subprocess.run([*CLI, "export", str(run), str(out)], capture_output=True, text=True, timeout=300)
+    proc = run_python([*CLI, "export", str(run), str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     asr = EncoderASR.from_hparams(source=str(out), savedir=str(tmp_path / "sb"))
     ours = SpeechModel.from_run(run)

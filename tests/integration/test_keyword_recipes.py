@@ -5,7 +5,6 @@ classifies a 44.1 kHz stereo file through the API and the CLI."""
 import importlib.util
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import soundfile as sf
 import torch
 
 from speechpos.cli import main as cli_main
+from speechpos.experiments.runs import run_python
 from speechpos.inference.keyword import KeywordSpotter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,7 +214,7 @@ def test_api_and_cli_on_44k_stereo(finetuned, tiny_speech_commands, tmp_path, ca
 
 def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     def bench(*extra):
-        return subprocess.run(
+        return run_python(
             [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick", "--held-out-engine",
              "flite", "--data", str(tiny_speech_commands_other), "--out", str(tmp_path / "runs"), "--docs",
              str(docs), *extra],
@@ -264,7 +264,7 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
 
 
 def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_path):
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick",
          "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "out"), "--limit", "MP4=0"],
         capture_output=True, text=True, timeout=120,

@@ -2,12 +2,13 @@
 results side by side, the LM text's overlap with the test splits, and the refusals."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from test_speech_recipes import RECIPES, ROOT, TINY_MODEL, run_recipe
+
+from speechpos.experiments.runs import run_python
 
 TWO_STEPS = ["--number_of_epochs=1", "--train_samples_per_epoch=8", "--speed_perturb=False", *TINY_MODEL]
 
@@ -49,7 +50,7 @@ def test_lm_decoding_adds_wer_lm_beside_greedy(lm_run):
 
 
 def test_tune_lm_grid_searches_weights_on_dev(lm_run):
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(ROOT / "tools" / "tune_lm.py"), str(lm_run), "--lm_weights", "0", "2",
          "--word_scores", "-1", "0.5"],
         capture_output=True, text=True, timeout=300,

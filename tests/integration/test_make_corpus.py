@@ -2,7 +2,6 @@
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from speechpos.corpora.librispeech import SPLITS, make_corpus, plan_corpus
+from speechpos.experiments.runs import run_python
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_corpus.py"
 SEED = 1234  # the seed of the tiny_librispeech fixture
@@ -123,7 +123,7 @@ def test_size_and_hours_checks():
 
 
 def test_cli_help():
-    out = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True,
+    out = run_python([sys.executable, str(TOOL), "--help"], capture_output=True, text=True,
                          check=True).stdout
     for option in ("--out", "--size", "--seed", "--jobs", "--train-hours", "--overwrite"):
         assert option in out

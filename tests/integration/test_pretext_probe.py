@@ -4,16 +4,17 @@ verdict against the random encoder; resuming without rerunning."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from speechpos.experiments.runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def probe(tiny_librispeech, out, docs, *rows):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
+    return run_python(
         [sys.executable, str(ROOT / "tools" / "pretext_probe.py"), "--preset", "quick", "--jobs", "2",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech), "--rows", *rows],
         capture_output=True, text=True, env=env, timeout=1200,

@@ -4,16 +4,17 @@ keys other versions compare against, and resuming without rerunning."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from speechpos.experiments.runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def study(tiny_librispeech, out, docs, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
+    return run_python(
         [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech),
          "--pretrainers", "MP3 (as built)", "MP3 + anchors", "BEST-RQ", *extra],
@@ -89,7 +90,7 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
 
 
 def test_study_rejects_a_limit_on_a_budget_it_does_not_run(tmp_path):
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
          "--out", str(tmp_path), "--limit", "10h=0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from speechpos.experiments.runs import run_python
 from speechpos.recipes import PRETRAINED_ARCHITECTURE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ TINY_MODEL = [
 def run_recipe(script, hparams, *args, check=True):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", "2")  # one under pytest-xdist (conftest)
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, str(RECIPES / script), hparams, *args],
         cwd=RECIPES, capture_output=True, text=True, env=env, timeout=600,
     )
@@ -158,7 +159,7 @@ def test_ctc_refuses_encoder_of_another_architecture(pretrain_run, tiny_librispe
 
 def test_cli_transcribes_and_extracts_features(ctc_run, tiny_librispeech, tmp_path):
     audio = sorted(Path(tiny_librispeech, "test-clean").rglob("*.flac"))[0]
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, "-m", "speechpos.cli", "transcribe", str(ctc_run), str(audio)],
         capture_output=True, text=True, timeout=300,
     )
@@ -167,7 +168,7 @@ def test_cli_transcribes_and_extracts_features(ctc_run, tiny_librispeech, tmp_pa
     assert len(lines) == 1 and lines[0].startswith(f"{audio}\t")
     assert set(lines[0].split("\t", 1)[1]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
     out = tmp_path / "f.npy"
-    proc = subprocess.run(
+    proc = run_python(
         [sys.executable, "-m", "speechpos.cli", "features", str(ctc_run), str(audio), "--layer", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
@@ -304,7 +305,7 @@ def test_cli_transcribes_a_folder_of_mixed_rates_and_skips_a_corrupt_file(
 ):
     files = _utterance_and_copies(tiny_librispeech, tmp_path / "audio")
     cli = [sys.executable, "-m", "speechpos.cli"]
-    proc = subprocess.run(
+    proc = run_python(
         [*cli, "transcribe", str(ctc_run), str(tmp_path / "audio")],
         capture_output=True, text=True, timeout=300,
     )
@@ -318,7 +319,7 @@ def test_cli_transcribes_a_folder_of_mixed_rates_and_skips_a_corrupt_file(
     assert str(files["orig"]) not in proc.stderr
 
     out = tmp_path / "f.npy"
-    proc = subprocess.run(
+    proc = run_python(
         [*cli, "features", str(ctc_run), str(files["stereo44k"]), "--layer=1", f"--out={out}"],
         capture_output=True, text=True, timeout=300,
     )
@@ -335,7 +336,7 @@ def test_cli_transcribes_a_folder_of_mixed_rates_and_skips_a_corrupt_file(
     corrupt.write_bytes(b"fLaC" + b"\x00" * 100)
     with pytest.raises(AudioError) as strict:
         read_audio_checked(str(corrupt))
-    proc = subprocess.run(
+    proc = run_python(
         [*cli, "transcribe", str(ctc_run), str(corrupt), str(files["orig"]), "--no-progress"],
         capture_output=True, text=True, timeout=300,
     )
@@ -356,7 +357,7 @@ def test_pretrained_encoder_loads_through_a_speechbrain_pretrainer(pretrain_run,
     from speechpos.inference.export import finetune_encoder
 
     out = tmp_path / "encoder"
-    proc = subprocess.run([sys.executable, "-m", "speechpos.cli", "export", str(pretrain_run), str(out)],
+    proc = run_python([sys.executable, "-m", "speechpos.cli", "export", str(pretrain_run), str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     with open(out / "hyperparams.yaml") as f:

@@ -282,3 +282,19 @@ def test_shortcut_distance_bins_give_the_chance_of_a_guess_that_knows_the_anchor
     assert bins["2"] == [1, 1, pytest.approx(0.5)]
     assert bins["3"] == [0, 0, 0.0]
     assert bins[">=4"] == [2, 2, pytest.approx(1.0)]
+
+
+def test_suite_bench_reads_pytest_summary_and_slowest_phases():
+    bench = load_tool("bench_suite")
+    out = ("..F.\n============ slowest 10 durations ============\n"
+           "236.75s call     tests/integration/test_pretraining_study.py::test_study_quick\n"
+           "25.89s setup    tests/integration/test_export.py::test_loads\n"
+           "=== 509 passed, 2 failed, 1 warning in 690.62s (0:11:30) ===\n")
+    parsed = bench.parse_pytest(out)
+    assert (parsed["passed"], parsed["failed"], parsed["pytest_seconds"]) == (509, 2, 690.62)
+    assert [(s["seconds"], s["phase"]) for s in parsed["slowest"]] == [(236.75, "call"), (25.89, "setup")]
+    assert parsed["slowest"][1]["test"] == "tests/integration/test_export.py::test_loads"
+    with pytest.raises(ValueError, match="no pytest summary line"):
+        bench.parse_pytest("ImportError while loading conftest\n")
+    with pytest.raises(SystemExit):
+        bench.main(["--checkout", "nowhere"])

@@ -1,0 +1,100 @@
+"""speechpos.experiments.runs' launcher: a Python command line run in a child forked from the
+preloaded server behaves as ``python`` would run it (argv, cwd, environment, threads, output,
+exit status), and run_all stops the others when one fails."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from speechpos.experiments.runs import Run, run_all, run_python, start_python
+
+REPORT = """
+import os, sys, torch
+print(sys.argv, os.getcwd(), os.environ.get("WHO"), torch.get_num_threads())
+print("to stderr", file=sys.stderr)
+"""
+
+
+def script(tmp_path, text, name="child.py"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_child_gets_its_argv_cwd_environment_and_torch_threads(tmp_path):
+    child = script(tmp_path, REPORT)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = run_python([sys.executable, str(child), "--a=1", "b"], cwd=work,
+                      env={"WHO": "child", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{[str(child), '--a=1', 'b']} {work} child 1\n"
+    assert done.stderr == "to stderr\n"
+    two = run_python([sys.executable, str(child)], cwd=work, env={"WHO": "again", "OMP_NUM_THREADS": "2"})
+    assert two.stdout.endswith(" again 2\n")  # each child sets its own threads and environment
+
+
+def test_an_exception_exits_1_with_its_traceback(tmp_path):
+    child = script(tmp_path, "def main():\n    raise RuntimeError('corrupt file x.flac')\nmain()\n")
+    done = run_python([sys.executable, str(child)], cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.rstrip().endswith("RuntimeError: corrupt file x.flac")
+
+
+def test_a_module_runs_as_python_dash_m(tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text('{"b": 1, "a": [2]}')
+    done = run_python([sys.executable, "-m", "json.tool", "--sort-keys", str(data)], cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.splitlines()[1] == '    "a": ['
+
+
+def test_timeout_kills_the_child_and_check_raises(tmp_path):
+    sleeper = script(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    start = time.time()
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        run_python([sys.executable, str(sleeper)], cwd=tmp_path, timeout=5)
+    assert time.time() - start < 30 and expired.value.output == "started\n"
+    failing = script(tmp_path, "import sys\nsys.exit(4)\n", "failing.py")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_python([sys.executable, str(failing)], cwd=tmp_path, check=True)
+    assert failed.value.returncode == 4
+
+
+def test_terminate_gives_minus_the_signal(tmp_path):
+    sleeper = script(tmp_path, "import time\ntime.sleep(60)\n")
+    proc = start_python([str(sleeper)], tmp_path, {}, tmp_path / "log")
+    time.sleep(1)
+    assert proc.poll() is None
+    proc.terminate()
+    assert proc.wait(30) == -signal.SIGTERM
+
+
+def test_run_python_refuses_another_interpreter_or_uncaptured_output(tmp_path):
+    with pytest.raises(ValueError, match="run_python runs .* command lines, got 'bash'"):
+        run_python(["bash", "-c", "true"])
+    with pytest.raises(ValueError, match="captures the output as text"):
+        run_python([sys.executable, "-c", "pass"], text=False)
+
+
+def test_run_all_stops_the_others_and_names_the_failed_log(tmp_path, monkeypatch):
+    import speechpos.experiments.runs as runs
+
+    monkeypatch.setattr(runs, "RECIPES", tmp_path)
+    script(tmp_path, "import sys, time\ntime.sleep(1)\nprint('bad manifest', file=sys.stderr)\nsys.exit(3)\n",
+           "fails.py")
+    script(tmp_path, "import time\ntime.sleep(60)\n", "slow.py")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    jobs = [Run("slow", "slow.py", "x.yaml", [], tmp_path / "slow", "done"),
+            Run("fails", "fails.py", "x.yaml", [], tmp_path / "fails", "done")]
+    start = time.time()
+    with pytest.raises(SystemExit, match=r"fails failed \(exit 3\); see .*fails.log"):
+        run_all(jobs, jobs=2, threads=1, logs=logs)
+    assert time.time() - start < 30  # the slow one was stopped, not waited for
+    assert (logs / "fails.log").read_text() == "bad manifest\n"
+    assert Path(logs / "slow.log").is_file()

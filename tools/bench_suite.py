@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Wall time of the test suite and its ten slowest tests, for one or more checkouts side by side.
+
+Runs the README's test command (``pytest -q -n auto --dist loadfile --durations=10``, what
+``make test`` runs after the set-up) in each checkout, one after the other, with this
+interpreter, and writes ``docs/test_suite_time.{md,json}``: per checkout the tests passed, the
+wall time, and the ten slowest test phases. A checkout of another commit is made with ``git
+worktree add``; it uses the modules of its own tree (``PYTHONPATH`` is its root, so the
+recipes its tests start import them too).
+
+    git worktree add /tmp/before <commit>
+    python tools/bench_suite.py --checkout before=/tmp/before --checkout after=.
+    python tools/bench_suite.py --checkout now=. --pytest-args tests/unittests   # a part only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from speechpos.experiments.plots import markdown_table  # noqa: E402
+
+PYTEST = ["-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile", "--durations=10", "-p", "no:cacheprovider"]
+SLOW_LINE = re.compile(r"^(\d+\.\d+)s (call|setup|teardown)\s+(\S+)$")
+SUMMARY = re.compile(r"(\d+) passed(?:, (\d+) failed)?.* in ([\d.]+)s")
+
+
+def parse_pytest(output: str) -> dict:
+    """Tests passed/failed, pytest's own wall time and the slowest phases from its output.
+
+    >>> out = "x\\n12.50s call     tests/a.py::test_b\\n0.30s setup    tests/a.py::test_c\\n"
+    >>> parse_pytest(out + "= 5 passed, 1 warning in 61.20s (0:01:01) =")
+    {'passed': 5, 'failed': 0, 'pytest_seconds': 61.2, 'slowest': [{'seconds': 12.5, 'phase': 'call', 'test': 'tests/a.py::test_b'}, {'seconds': 0.3, 'phase': 'setup', 'test': 'tests/a.py::test_c'}]}
+    """
+    slowest = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
+               for m in map(SLOW_LINE.match, output.splitlines()) if m]
+    summary = SUMMARY.findall(output)
+    if not summary:
+        raise ValueError("no pytest summary line ('N passed ... in S s') in the output")
+    passed, failed, seconds = summary[-1]
+    return {"passed": int(passed), "failed": int(failed or 0), "pytest_seconds": float(seconds),
+            "slowest": slowest}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkout", action="append", required=True, metavar="NAME=PATH",
+                   help="a checkout to time (repeatable; timed in the order given)")
+    p.add_argument("--pytest-args", nargs="*", default=[], help="extra pytest arguments (e.g. a folder)")
+    p.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
+    p.add_argument("--docs", default=str(ROOT / "docs"))
+    p.add_argument("--report", default="test_suite_time")
+    args = p.parse_args(argv)
+
+    checkouts = []
+    for item in args.checkout:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path, "pyproject.toml").is_file():
+            p.error(f"--checkout wants NAME=PATH with PATH a checkout of the project, got {item!r}")
+        checkouts.append((name, Path(path).resolve()))
+
+    results = []
+    for name, path in checkouts:
+        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        env = {**os.environ, "PYTHONPATH": str(path)}  # its recipes' children import its modules too
+        start = time.time()
+        proc = subprocess.run([sys.executable, *PYTEST, *args.pytest_args], cwd=path, env=env,
+                              capture_output=True, text=True)
+        wall = time.time() - start
+        print(proc.stdout[-2500:], flush=True)
+        row = {"name": name, "commit": commit + ("+changes" if dirty else ""), "wall_seconds": round(wall, 1),
+               "exit_status": proc.returncode, **parse_pytest(proc.stdout)}
+        results.append(row)
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    command = f"python tools/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}"
+    setup = (f"`{command}`: `python {' '.join(PYTEST)}{' ' + ' '.join(args.pytest_args) if args.pytest_args else ''}` "
+             f"in each checkout, one after the other, on {os.cpu_count()} cores ({cpu}). {args.note}").strip()
+    summary = markdown_table(
+        ["checkout", "commit", "passed", "failed", "wall time (min:s)", "pytest's time (s)"],
+        [[r["name"], r["commit"], r["passed"], r["failed"], f"{int(r['wall_seconds'] // 60)}:{r['wall_seconds'] % 60:04.1f}",
+          r["pytest_seconds"]] for r in results])
+    slow = "\n\n".join(
+        f"### Ten slowest: {r['name']}\n\n" + markdown_table(
+            ["s", "phase", "test"], [[s["seconds"], s["phase"], f"`{s['test']}`"] for s in r["slowest"]])
+        for r in results)
+    text = f"# Test suite time\n\n{setup}\n\n{summary}\n\n{slow}\n"
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / f"{args.report}.md").write_text(text)
+    (docs / f"{args.report}.json").write_text(json.dumps({"setup": setup, "checkouts": results}, indent=1))
+    print(text)
+    return 0 if all(r["exit_status"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
