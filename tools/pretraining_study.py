@@ -255,6 +255,17 @@ def scaling_verdicts(scaling: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def per_seed(mean_gain: float, gains: dict) -> str:
+    """A gain cell: the mean, and each seed's gain when there are several.
+
+    >>> per_seed(3.2, {0: 4.1, 1: 2.2}), per_seed(0.8, {0: 0.8})
+    ('3.2 (4.1 / 2.2)', '0.8')
+    """
+    if len(gains) < 2:
+        return f"{mean_gain:g}"
+    return f"{mean_gain:g} ({' / '.join(f'{g:g}' for g in gains.values())})"
+
+
 def plot_scaling(scaling: list[dict], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -502,6 +513,10 @@ def main(argv=None) -> int:
                     theirs = statistics.mean(m[f"test_clean_{metric}"] for m in base)
                     point |= {f"test_clean_{metric}": round(ours, 2), f"scratch_{metric}": round(theirs, 2),
                               f"relative_{'' if metric == 'wer' else 'cer_'}gain_pct": rel(ours, theirs)}
+                    scratch_of = {b["seed"]: b[f"test_clean_{metric}"] for b in base}
+                    point[f"{metric}_gain_pct_per_seed"] = {
+                        m["seed"]: rel(m[f"test_clean_{metric}"], scratch_of[m["seed"]])
+                        for m in sorted(mine, key=lambda m: m["seed"])}
                 scaling.append(point)
     if preset["batch_every"]:
         recipe = f"{args.ctc_steps} steps of {preset['ctc_batch']} random utterances"
@@ -530,12 +545,15 @@ def main(argv=None) -> int:
     parts += ["### Against the targets", target_lines(rows, args.labels)]
     if scaling:
         parts += [f"### Scaling: gain over scratch against pretraining time ({args.scaling_labels} of labels)",
-                  "Each point against scratch on the same seeds.",
+                  "Each point against scratch on the same seeds (means over seeds; the gain of each seed "
+                  "against scratch of that seed in brackets, seed 0 first).",
                   markdown_table(["pretrainer", "pretraining min", "test WER", "scratch WER", "WER gain %",
                                   "test CER", "scratch CER", "CER gain %", "seeds"],
                                  [[r["pretrainer"], r["minutes"], r["test_clean_wer"], r["scratch_wer"],
-                                   r["relative_gain_pct"], r["test_clean_cer"], r["scratch_cer"],
-                                   r["relative_cer_gain_pct"], r["seeds"]] for r in scaling]),
+                                   per_seed(r["relative_gain_pct"], r["wer_gain_pct_per_seed"]),
+                                   r["test_clean_cer"], r["scratch_cer"],
+                                   per_seed(r["relative_cer_gain_pct"], r["cer_gain_pct_per_seed"]), r["seeds"]]
+                                  for r in scaling]),
                   scaling_verdicts(scaling)]
     parts += [
         "### Pretraining step: only the context and a third of the targets through the encoder",
