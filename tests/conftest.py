@@ -1,7 +1,9 @@
 """Shared pytest fixtures of the speechpos test suite."""
 
+import fcntl
 import os
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +18,29 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A folder ``name`` filled by ``make(folder)`` once per test run. Under pytest-xdist the
+    workers share it: the first one makes it while the others wait on a file lock (each making
+    its own copy cost every worker the same seconds); alone, pytest makes it in its own temp."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{run}"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # left half-made by a worker that failed
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
 
 # ---------------------------------------------------------------------------------------------
 # Speech data (issue 3): a tiny offline corpus in LibriSpeech layout, made once per session.
@@ -36,9 +61,10 @@ def tiny_librispeech(tmp_path_factory):
     """
     from speechpos.corpora.librispeech import make_corpus
 
-    root = tmp_path_factory.mktemp("tiny_librispeech") / "LibriSpeech"
-    make_corpus(root, size="tiny", seed=TINY_LIBRISPEECH_SEED, jobs=2, progress=False)
-    return root
+    def make(folder):
+        make_corpus(folder / "LibriSpeech", size="tiny", seed=TINY_LIBRISPEECH_SEED, jobs=2, progress=False)
+
+    return made_once(tmp_path_factory, "tiny_librispeech", make) / "LibriSpeech"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,9 +85,10 @@ def tiny_speech_commands(tmp_path_factory):
     ``tools/make_kws_corpus.py --size tiny --seed 1234``. Treat it as read-only."""
     from speechpos.corpora.speech_commands import make_kws_corpus
 
-    root = tmp_path_factory.mktemp("tiny_kws") / "speech_commands"
-    make_kws_corpus(root, size="tiny", seed=TINY_KWS_SEED, jobs=2)
-    return root
+    def make(folder):
+        make_kws_corpus(folder / "speech_commands", size="tiny", seed=TINY_KWS_SEED, jobs=2)
+
+    return made_once(tmp_path_factory, "tiny_kws", make) / "speech_commands"
 
 
 @pytest.fixture(scope="session")
@@ -71,9 +98,11 @@ def tiny_speech_commands_other(tmp_path_factory):
     Treat it as read-only."""
     from speechpos.corpora.speech_commands import make_kws_corpus
 
-    root = tmp_path_factory.mktemp("tiny_kws_other") / "speech_commands"
-    make_kws_corpus(root, size="tiny", seed=TINY_KWS_SEED, jobs=2, held_out_engine="flite")
-    return root
+    def make(folder):
+        make_kws_corpus(folder / "speech_commands", size="tiny", seed=TINY_KWS_SEED, jobs=2,
+                        held_out_engine="flite")
+
+    return made_once(tmp_path_factory, "tiny_kws_other", make) / "speech_commands"
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Wall time of the test suite and its ten slowest tests, for one or more checkouts side by side.
+"""Wall time of the test suite, its ten slowest tests and slowest files, for one or more checkouts.
 
 Runs the README's test command (``pytest -q -n auto --dist loadfile --durations=10``, what
-``make test`` runs after the set-up) in each checkout, one after the other, with this
-interpreter, and writes ``docs/test_suite_time.{md,json}``: per checkout the tests passed, the
-wall time, and the ten slowest test phases. A checkout of another commit is made with ``git
-worktree add``; it uses the modules of its own tree (``PYTHONPATH`` is its root, so the
-recipes its tests start import them too).
+``make test`` runs after the set-up, with ``--durations=0``) in each checkout, one after the
+other, with this interpreter, and writes ``docs/test_suite_time.{md,json}``: per checkout the
+tests passed (and the failed ones), the wall time, the ten slowest test phases and the test
+files with the most time (``--dist loadfile`` runs a file on one worker: the largest bounds the
+wall time). A checkout of another commit is made with ``git worktree add``; it uses the modules
+of its own tree (``PYTHONPATH`` is its root, so the recipes its tests start import them too).
 
     git worktree add /tmp/before <commit>
     python tools/bench_suite.py --checkout before=/tmp/before --checkout after=.
@@ -31,26 +32,37 @@ if str(ROOT) not in sys.path:
 
 from speechpos.experiments.plots import markdown_table  # noqa: E402
 
-PYTEST = ["-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile", "--durations=10", "-p", "no:cacheprovider"]
+# The README's command, with every test's duration (the ten slowest and the per-file sums).
+PYTEST = ["-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile", "--durations=0", "-p", "no:cacheprovider"]
 SLOW_LINE = re.compile(r"^(\d+\.\d+)s (call|setup|teardown)\s+(\S+)$")
-SUMMARY = re.compile(r"(\d+) passed(?:, (\d+) failed)?.* in ([\d.]+)s")
+SUMMARY = re.compile(r"^=*\s*(\d+ \w+.*) in ([\d.]+)s")
+COUNT = re.compile(r"(\d+) (passed|failed|errors?)\b")
 
 
 def parse_pytest(output: str) -> dict:
-    """Tests passed/failed, pytest's own wall time and the slowest phases from its output.
+    """Tests passed/failed (errors count as failed), the failed tests, pytest's own wall time
+    and the slowest phases from its output.
 
     >>> out = "x\\n12.50s call     tests/a.py::test_b\\n0.30s setup    tests/a.py::test_c\\n"
-    >>> parse_pytest(out + "= 5 passed, 1 warning in 61.20s (0:01:01) =")
-    {'passed': 5, 'failed': 0, 'pytest_seconds': 61.2, 'slowest': [{'seconds': 12.5, 'phase': 'call', 'test': 'tests/a.py::test_b'}, {'seconds': 0.3, 'phase': 'setup', 'test': 'tests/a.py::test_c'}]}
+    >>> parse_pytest(out + "FAILED tests/a.py::test_d - assert 1 == 2\\n= 1 failed, 5 passed, 1 warning in 61.20s (0:01:01) =")
+    {'passed': 5, 'failed': 1, 'failed_tests': ['tests/a.py::test_d'], 'pytest_seconds': 61.2, 'slowest': [{'seconds': 12.5, 'phase': 'call', 'test': 'tests/a.py::test_b'}, {'seconds': 0.3, 'phase': 'setup', 'test': 'tests/a.py::test_c'}], 'files': {'tests/a.py': 12.8}}
     """
     slowest = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
                for m in map(SLOW_LINE.match, output.splitlines()) if m]
-    summary = SUMMARY.findall(output)
+    summary = [m for m in map(SUMMARY.match, output.splitlines()) if m]
     if not summary:
         raise ValueError("no pytest summary line ('N passed ... in S s') in the output")
-    passed, failed, seconds = summary[-1]
-    return {"passed": int(passed), "failed": int(failed or 0), "pytest_seconds": float(seconds),
-            "slowest": slowest}
+    counts = {"passed": 0, "failed": 0}
+    for number, what in COUNT.findall(summary[-1][1]):
+        counts["passed" if what == "passed" else "failed"] += int(number)
+    failed = [line.split(" ", 1)[1].split(" - ")[0] for line in output.splitlines()
+              if line.startswith(("FAILED ", "ERROR "))]
+    files: dict[str, float] = {}
+    for phase in slowest:
+        name = phase["test"].split("::")[0]
+        files[name] = round(files.get(name, 0.0) + phase["seconds"], 2)
+    return {**counts, "failed_tests": failed, "pytest_seconds": float(summary[-1][2]), "slowest": slowest[:10],
+            "files": dict(sorted(files.items(), key=lambda kv: -kv[1]))}
 
 
 def main(argv=None) -> int:
@@ -99,7 +111,13 @@ def main(argv=None) -> int:
         f"### Ten slowest: {r['name']}\n\n" + markdown_table(
             ["s", "phase", "test"], [[s["seconds"], s["phase"], f"`{s['test']}`"] for s in r["slowest"]])
         for r in results)
-    text = f"# Test suite time\n\n{setup}\n\n{summary}\n\n{slow}\n"
+    failures = "".join(f"\n\nFailed in {r['name']}: " + ", ".join(f"`{t}`" for t in r["failed_tests"])
+                       for r in results if r["failed_tests"])
+    by_file = "\n\n".join(
+        f"### Slowest files (sum of their tests' phases; each file runs on one worker): {r['name']}\n\n"
+        + markdown_table(["s", "file"], [[v, f"`{k}`"] for k, v in list(r["files"].items())[:8]])
+        for r in results)
+    text = f"# Test suite time\n\n{setup}\n\n{summary}{failures}\n\n{slow}\n\n{by_file}\n"
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / f"{args.report}.md").write_text(text)

@@ -207,6 +207,12 @@ def test_study_scaling_verdict_compares_the_shortest_and_longest_pretraining():
     ]
 
 
+
+def test_study_scaling_cell_gives_each_seeds_gain_beside_the_mean():
+    study = load_tool("pretraining_study")
+    assert study.per_seed(0.9, {0: 0.1, 1: 1.8}) == "0.9 (0.1 / 1.8)"
+    assert study.per_seed(-3.8, {0: -3.8}) == "-3.8"  # one seed: the mean is that seed
+
 def test_kws_targets_compare_both_test_sets_and_flag_augmentation_that_costs_accuracy():
     bench = load_tool("kws_benchmark")
 
@@ -289,11 +295,17 @@ def test_suite_bench_reads_pytest_summary_and_slowest_phases():
     out = ("..F.\n============ slowest 10 durations ============\n"
            "236.75s call     tests/integration/test_pretraining_study.py::test_study_quick\n"
            "25.89s setup    tests/integration/test_export.py::test_loads\n"
-           "=== 509 passed, 2 failed, 1 warning in 690.62s (0:11:30) ===\n")
+           "FAILED tests/integration/test_lm.py::test_refuses[overrides0-error: x] - AssertionError\n"
+           "ERROR tests/integration/test_kws.py::test_bench - RuntimeError\n"
+           "=== 1 failed, 509 passed, 1 warning, 1 error in 690.62s (0:11:30) ===\n")
     parsed = bench.parse_pytest(out)
     assert (parsed["passed"], parsed["failed"], parsed["pytest_seconds"]) == (509, 2, 690.62)
+    assert parsed["failed_tests"] == ["tests/integration/test_lm.py::test_refuses[overrides0-error: x]",
+                                      "tests/integration/test_kws.py::test_bench"]
     assert [(s["seconds"], s["phase"]) for s in parsed["slowest"]] == [(236.75, "call"), (25.89, "setup")]
     assert parsed["slowest"][1]["test"] == "tests/integration/test_export.py::test_loads"
+    assert parsed["files"] == {"tests/integration/test_pretraining_study.py": 236.75,
+                               "tests/integration/test_export.py": 25.89}
     with pytest.raises(ValueError, match="no pytest summary line"):
         bench.parse_pytest("ImportError while loading conftest\n")
     with pytest.raises(SystemExit):
