@@ -10,7 +10,9 @@ Each recipe runs in a child forked from a server that has already imported torch
 SpeechBrain and speechpos (:func:`start_python`, Python's ``forkserver``): a fresh interpreter
 spends seconds importing them, more than a short run trains. The child is a new process all the
 same (its own ``sys.argv``, working folder, environment, torch threads and exit status), so a
-recipe behaves as under ``python recipe.py``.
+recipe behaves as under ``python recipe.py``. As with any ``multiprocessing`` start method but
+``fork``, the calling script is imported by the server: its top level must be guarded by
+``if __name__ == "__main__":`` (every tool's is).
 
 Example
 -------
@@ -108,7 +110,7 @@ def _forkserver():
 
 def _exec_python(argv: list[str], cwd: str, env: dict, out_path: str | None, err_path: str | None) -> None:
     """Body of a child: ``python *argv`` (a script and its arguments, or ``-m module ...``)
-    run in this forked process, which then exits with the status ``python`` would."""
+    run in this forked process, which then exits with the status ``python`` would give."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -151,7 +153,9 @@ def _exec_python(argv: list[str], cwd: str, env: dict, out_path: str | None, err
                 stream.flush()
             except (OSError, ValueError):  # closed by the program, as python's exit allows
                 pass
-    os._exit(code)
+    # multiprocessing's exit from here, as python's: waits for the program's threads and runs
+    # its finalizers (tqdm's lock semaphores would otherwise be left to the resource tracker).
+    sys.exit(code)
 
 
 class RecipeProcess:

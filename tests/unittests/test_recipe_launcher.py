@@ -99,3 +99,16 @@ def test_run_all_stops_the_others_and_names_the_failed_log(tmp_path, monkeypatch
     assert time.time() - start < 30  # the slow one was stopped, not waited for
     assert (logs / "fails.log").read_text() == "bad manifest\n"
     assert Path(logs / "slow.log").is_file()
+
+
+def test_a_child_leaves_no_semaphore_and_its_threads_finish(tmp_path):
+    """tqdm's lock is a multiprocessing semaphore: a child that skipped the finalizers left it to
+    the resource tracker, which warned when the parent exited. Non-daemon threads are waited for."""
+    child = script(tmp_path, "import threading, time\nfrom tqdm import tqdm\nfor _ in tqdm(range(2)): pass\n"
+                             "threading.Thread(target=lambda: (time.sleep(1), print('thread done'))).start()\n")
+    parent = script(tmp_path, f"import sys\nfrom speechpos.experiments.runs import run_python\n"
+                              f"if __name__ == '__main__':\n"
+                              f"    print(run_python([sys.executable, {str(child)!r}]).stdout, end='')\n", "parent.py")
+    done = subprocess.run([sys.executable, str(parent)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "thread done\n", done.stderr
+    assert "leaked semaphore" not in done.stderr
