@@ -158,6 +158,16 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
         if bestrq:
             lines.append(f"- {b}: BEST-RQ {fmt(bestrq)}, {100 * (scratch[0] - bestrq[0]) / scratch[0]:.1f} % "
                          "relative over scratch.")
+            masked_no_pe = stats("BEST-RQ, no PE", b)
+            if masked_no_pe:
+                lines.append(f"- {b}: BEST-RQ with no PE {fmt(masked_no_pe)}, "
+                             f"{100 * (scratch[0] - masked_no_pe[0]) / scratch[0]:.1f} % relative over scratch.")
+                # Masked prediction's better fine-tuning (chosen on dev) against the best position row.
+                masked = min(("BEST-RQ, zero-init PE", "BEST-RQ, no PE"), key=lambda n: stats(n, b, "dev_clean_wer")[0])
+                m = stats(masked, b)
+                lines.append(f"- {b}: best position row `{best}` {fmt(w)} against masked prediction's better "
+                             f"row on dev, `{masked}` {fmt(m)}: **{'beats' if w[0] < m[0] else 'does not beat'} "
+                             f"BEST-RQ** on the mean.")
             for name in sorted(n for n in candidates if n.startswith("joint")):
                 j = stats(name, b)
                 better = j[0] < bestrq[0]
@@ -306,6 +316,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scratch-no-pe", action="store_true", help="also from scratch with no position signal")
     parser.add_argument("--no-headline", action="store_true",
                         help="leave out the paper's headline row (--best fine-tuned with no position signal)")
+    parser.add_argument("--no-pe-also", nargs="*", default=[], choices=list(PRETRAINERS), metavar="PRETRAINER",
+                        help="also fine-tune these pretrainers with no position signal (e.g. BEST-RQ, "
+                             "beside --best's headline row)")
     parser.add_argument("--scaling-minutes", type=float, nargs="*", default=[],
                         help="also pretrain --best and BEST-RQ for these minutes (e.g. 10 90)")
     parser.add_argument("--scaling-labels", choices=list(LOW_LABEL_SECONDS), default="1h",
@@ -390,6 +403,11 @@ def main(argv=None) -> int:
                 ctcs.append(ctc(f"{name}, zero-init PE", labels, seed, name))
             if args.best in pretrains and not args.no_headline:
                 ctcs.append(ctc(f"{args.best}, no PE", labels, seed, args.best, pe="none"))
+            for name in args.no_pe_also:
+                if name not in pretrains:
+                    raise SystemExit(f"--no-pe-also {name!r}: pass it in --pretrainers too")
+                if name != args.best or args.no_headline:
+                    ctcs.append(ctc(f"{name}, no PE", labels, seed, name, pe="none"))
             if args.scratch_no_pe:
                 ctcs.append(ctc("scratch, no PE", labels, seed, pe="none"))
         if seed in limits.get(args.scaling_labels, [seed]):

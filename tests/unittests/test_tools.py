@@ -187,6 +187,14 @@ def test_study_targets_pick_the_best_row_on_dev_and_report_its_test_wer():
     assert "best position-prediction row on dev WER, `joint λ=0.3, zero-init PE`: test WER 80.0" in text
     assert "**7.0 % relative** (target 15 %: **not met**)" in text
     assert "`joint λ=0.3, zero-init PE` 80.0 (1 seed) against BEST-RQ 81.0 (1 seed): **beats BEST-RQ**" in text
+    assert "BEST-RQ with no PE" not in text
+    # BEST-RQ fine-tuned with no PE as well: the best position row meets masked prediction's
+    # better fine-tuning, chosen on dev (here the no-PE one), and a BEST-RQ row is no position row.
+    text = study.target_lines(rows + [row("BEST-RQ, no PE", 87.0, 79.0)], ["1h"])
+    assert "best position-prediction row on dev WER, `joint λ=0.3, zero-init PE`" in text
+    assert "- 1h: BEST-RQ with no PE 79.0 (1 seed), 8.1 % relative over scratch." in text
+    assert ("- 1h: best position row `joint λ=0.3, zero-init PE` 80.0 (1 seed) against masked prediction's "
+            "better row on dev, `BEST-RQ, no PE` 79.0 (1 seed): **does not beat BEST-RQ** on the mean.") in text
 
 
 def test_study_scaling_verdict_compares_the_shortest_and_longest_pretraining():
