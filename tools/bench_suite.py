@@ -34,7 +34,7 @@ from speechpos.experiments.plots import markdown_table  # noqa: E402
 
 # The README's command, with every test's duration (the ten slowest and the per-file sums).
 PYTEST = ["-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile", "--durations=0", "-p", "no:cacheprovider"]
-SLOW_LINE = re.compile(r"^(\d+\.\d+)s (call|setup|teardown)\s+(\S+)$")
+SLOW_LINE = re.compile(r"^(\d+\.\d+)s (call|setup|teardown)\s+(\S.*)$")  # ids may hold spaces
 SUMMARY = re.compile(r"^=*\s*(\d+ \w+.*) in ([\d.]+)s")
 COUNT = re.compile(r"(\d+) (passed|failed|errors?)\b")
 

@@ -303,6 +303,7 @@ def test_suite_bench_reads_pytest_summary_and_slowest_phases():
     out = ("..F.\n============ slowest 10 durations ============\n"
            "236.75s call     tests/integration/test_pretraining_study.py::test_study_quick\n"
            "25.89s setup    tests/integration/test_export.py::test_loads\n"
+           "1.50s call     tests/integration/test_lm.py::test_refuses[overrides0-error: x]\n"
            "FAILED tests/integration/test_lm.py::test_refuses[overrides0-error: x] - AssertionError\n"
            "ERROR tests/integration/test_kws.py::test_bench - RuntimeError\n"
            "=== 1 failed, 509 passed, 1 warning, 1 error in 690.62s (0:11:30) ===\n")
@@ -310,10 +311,11 @@ def test_suite_bench_reads_pytest_summary_and_slowest_phases():
     assert (parsed["passed"], parsed["failed"], parsed["pytest_seconds"]) == (509, 2, 690.62)
     assert parsed["failed_tests"] == ["tests/integration/test_lm.py::test_refuses[overrides0-error: x]",
                                       "tests/integration/test_kws.py::test_bench"]
-    assert [(s["seconds"], s["phase"]) for s in parsed["slowest"]] == [(236.75, "call"), (25.89, "setup")]
+    assert [(s["seconds"], s["phase"]) for s in parsed["slowest"]] == [(236.75, "call"), (25.89, "setup"), (1.5, "call")]
     assert parsed["slowest"][1]["test"] == "tests/integration/test_export.py::test_loads"
     assert parsed["files"] == {"tests/integration/test_pretraining_study.py": 236.75,
-                               "tests/integration/test_export.py": 25.89}
+                               "tests/integration/test_export.py": 25.89, "tests/integration/test_lm.py": 1.5}
+    assert parsed["slowest"][2]["test"] == "tests/integration/test_lm.py::test_refuses[overrides0-error: x]"
     with pytest.raises(ValueError, match="no pytest summary line"):
         bench.parse_pytest("ImportError while loading conftest\n")
     with pytest.raises(SystemExit):
