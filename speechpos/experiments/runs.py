@@ -244,15 +244,37 @@ def run_python(cmd: list[str], cwd: Path | str | None = None, env: dict | None =
     return done
 
 
+def _stop(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
     """Run the recipes ``jobs`` at a time (in list order, a run once its ``needs`` are done);
-    exit if one fails."""
+    exit if one fails. Stopping the caller (Ctrl-C, ``kill``) stops the runs it started: their
+    checkpoints are kept, and the same command resumes them."""
+    import signal
+    import threading
+
+    active: list[tuple[Run, RecipeProcess, float]] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main else None
+    try:
+        _run_all(runs, jobs, threads, logs, active)
+    except BaseException:
+        for _, proc, _ in active:
+            proc.terminate()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_all(runs: list[Run], jobs: int, threads: int, logs: Path, active: list) -> None:
     pending = [r for r in runs if not r.done]
     for r in runs:
         if r.done:
             print(f"  {r.name}: done already, kept", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    active: list[tuple[Run, RecipeProcess, float]] = []
     while pending or active:
         while pending and len(active) < jobs:
             ready = [r for r in pending if r.ready]

@@ -2,6 +2,7 @@
 preloaded server behaves as ``python`` would run it (argv, cwd, environment, threads, output,
 exit status), and run_all stops the others when one fails."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -112,3 +113,36 @@ def test_a_child_leaves_no_semaphore_and_its_threads_finish(tmp_path):
     done = subprocess.run([sys.executable, str(parent)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "thread done\n", done.stderr
     assert "leaked semaphore" not in done.stderr
+
+
+def test_stopping_the_caller_stops_the_runs_it_started(tmp_path):
+    """A tool killed with SIGTERM takes its runs with it (a forked run's command line is the fork
+    server's, so they are hard to find and kill by name afterwards)."""
+    script(tmp_path, "import os, time\nopen('child.pid', 'w').write(str(os.getpid()))\ntime.sleep(120)\n", "slow.py")
+    parent = script(tmp_path, f"""import sys
+from pathlib import Path
+import speechpos.experiments.runs as runs
+if __name__ == "__main__":
+    runs.RECIPES = Path({str(tmp_path)!r})
+    runs.run_all([runs.Run("slow", "slow.py", "x.yaml", [], Path({str(tmp_path)!r}) / "out", "done")],
+                 jobs=1, threads=1, logs=Path({str(tmp_path)!r}))
+""", "tool.py")
+    tool = subprocess.Popen([sys.executable, str(parent)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "child.pid"
+    deadline = time.time() + 90
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.time() < deadline and tool.poll() is None, tool.communicate()
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    tool.send_signal(signal.SIGTERM)
+    out, err = tool.communicate(timeout=60)
+    assert "stopped by signal 15" in err
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the run {child} outlived its tool")
