@@ -296,9 +296,7 @@ def _run_all(runs: list[Run], jobs: int, threads: int, logs: Path, active: list)
             if proc.poll() is None:
                 continue
             active.remove(item)
-            if proc.returncode != 0:
-                for _, other, _ in active:
-                    other.terminate()
+            if proc.returncode != 0:  # run_all stops the others on the way out
                 sys.exit(f"{r.name} failed (exit {proc.returncode}); see {logs / (r.name + '.log')}")
             r.info["wall_s"] = round(time.time() - start, 1)
             print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
