@@ -1,7 +1,6 @@
 """Shared pytest fixtures of the speechpos test suite."""
 
 import fcntl
-import logging
 import os
 import runpy
 import shutil
@@ -19,18 +18,6 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _root_logging_restored():
-    """A recipe or tool run in the test's process (SpeechBrain's logging set-up) binds root
-    handlers to that test's captured stderr; left there, they write to a closed stream, with a
-    logging traceback, in a later test of the same worker. Each test gets the handlers back."""
-    handlers = logging.root.handlers[:]
-    yield
-    for handler in set(logging.root.handlers) - set(handlers):
-        handler.close()
-    logging.root.handlers[:] = handlers
 
 
 def made_once(tmp_path_factory, name: str, make) -> Path:
