@@ -15,6 +15,7 @@ and resampled to the run's rate (16 kHz); each converted file is reported on std
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -70,7 +71,11 @@ def main(argv=None) -> int:
     k.add_argument("--top", type=int, default=1, help="print this many best classes per file")
     k.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    _log_conversions()
+    with _conversion_messages():
+        return _dispatch(args, argv)
+
+
+def _dispatch(args, argv) -> int:
     if args.command == "keyword":
         return _keyword(args)
     if args.command == "export":
@@ -165,20 +170,36 @@ def _keyword(args) -> int:
     return 0
 
 
-def _log_conversions() -> None:
-    """Show speechpos INFO messages (e.g. audio conversions) on this call's stderr; other
-    libraries' logging is left as it is. SpeechBrain's logging set-up (``dictConfig``, run when a
-    SpeechBrain model loads in the same process) disables loggers it does not name, so the
-    logger is switched back on, and its handler rebound to the current ``sys.stderr``."""
+@contextlib.contextmanager
+def _conversion_messages():
+    """Show speechpos INFO messages (e.g. audio conversions) on this call's stderr while the
+    call runs; other libraries' logging is left as it is. SpeechBrain's logging set-up
+    (``dictConfig``, run when a SpeechBrain model loads in the same process) disables loggers it
+    does not name, so the logger is switched on for the call. On the way out the handler goes
+    and the logger's level and switch are put back: ``main()`` called from Python (a notebook,
+    a test) leaves no handler bound to a stream that may be closed by the time a later record
+    comes.
+
+    >>> before = list(logging.getLogger("speechpos").handlers)
+    >>> with _conversion_messages():
+    ...     len(logging.getLogger("speechpos").handlers) == len(before) + 1
+    True
+    >>> logging.getLogger("speechpos").handlers == before
+    True
+    """
     logger = logging.getLogger("speechpos")
-    for old in [h for h in logger.handlers if getattr(h, "_speechpos_cli", False)]:
-        logger.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    handler._speechpos_cli = True
+    level, disabled = logger.level, logger.disabled
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.disabled = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.disabled = disabled
 
 
 if __name__ == "__main__":
