@@ -265,6 +265,24 @@ def test_kws_longer_rows_train_the_all_augmentation_rows_longer(tmp_path):
     assert {r.out.parent.name for r in pretrain_runs} == {"mp3", "mp3___anchors", "mp3___anchors__coarse_7"}
 
 
+def test_kws_stronger_rows_give_one_row_the_kwt1_shape_over_the_preset(tmp_path):
+    bench = load_tool("kws_benchmark")
+    first, second = bench.plan_runs(bench.PRESETS["full"], [0], tmp_path / "data", tmp_path / "out",
+                                    rows=bench.STRONGER_ROWS)
+
+    def flags(run):
+        return dict(a.removeprefix("--").split("=", 1) for a in run.args if "=" in a)
+
+    runs = {r.info["row"]: flags(r) for r in first + second if "row" in r.info}
+    kwt1 = runs["scratch, PE, KWT-1 shape (12 layers, 1 head), all augmentation"]
+    assert (kwt1["num_layers"], kwt1["nhead"], kwt1["d_ffn"], kwt1["d_model"]) == ("12", "1", "256", "64")
+    assert kwt1["number_of_epochs"] == "20" and kwt1["mixup_alpha"] == "0.4" and "model" not in kwt1
+    scratch = runs["scratch, PE, all augmentation"]
+    assert (scratch["num_layers"], scratch["nhead"], scratch["d_ffn"]) == ("4", "4", "192")
+    assert set(runs) == {name for name, *_ in bench.LONGER_ROWS} | {
+        "scratch, PE, KWT-1 shape (12 layers, 1 head), all augmentation"}
+
+
 def test_kws_position_targets_report_the_best_pretrained_row():
     bench = load_tool("kws_benchmark")
     table = [{"name": name, "seed": 0, "test_accuracy": acc, "dev_position_accuracy": 8.0,
