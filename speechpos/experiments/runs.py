@@ -251,7 +251,9 @@ def _stop(signum, frame):
 def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
     """Run the recipes ``jobs`` at a time (in list order, a run once its ``needs`` are done);
     exit if one fails. Stopping the caller (Ctrl-C, ``kill``) stops the runs it started: their
-    checkpoints are kept, and the same command resumes them."""
+    checkpoints are kept, and the same command resumes them. A run that another invocation is
+    training (two tools whose plans overlap, on the same folders) is waited for, not trained a
+    second time in the same folder: kept if it finishes there, taken over if it stops."""
     import signal
     import threading
 
@@ -269,37 +271,87 @@ def run_all(runs: list[Run], jobs: int, threads: int, logs: Path) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def claim_run(run: Run):
+    """An exclusive lock on ``<run.out>/.run.lock`` (an open file: the lock lasts until it is
+    closed, or this process ends), or None while another process holds it.
+
+    >>> import tempfile
+    >>> run = Run("r", "r.py", "r.yaml", [], Path(tempfile.mkdtemp()) / "r", "done")
+    >>> mine = claim_run(run)
+    >>> claim_run(run) is None  # a second claim, as another tool's, waits
+    True
+    >>> mine.close()
+    >>> claim_run(run) is not None
+    True
+    """
+    import fcntl
+
+    run.out.mkdir(parents=True, exist_ok=True)
+    lock = open(run.out / ".run.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
 def _run_all(runs: list[Run], jobs: int, threads: int, logs: Path, active: list) -> None:
     pending = [r for r in runs if not r.done]
     for r in runs:
         if r.done:
             print(f"  {r.name}: done already, kept", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    locks, elsewhere = {}, set()
     while pending or active:
         while pending and len(active) < jobs:
-            ready = [r for r in pending if r.ready]
-            if not ready:
-                if not active:
+            r, lock = _next_run(pending, elsewhere)
+            if r is None:
+                if pending and not active and not elsewhere:
                     sys.exit(f"{pending[0].name} needs a run that is neither done nor listed")
                 break
-            r = ready[0]
-            pending.remove(r)
+            locks[r.name] = lock
             log = logs / f"{r.name}.log"
             log.write_text("")
             proc = start_python([str(RECIPES / r.script), r.hparams, *r.args, f"--output_folder={r.out}"],
                                 RECIPES, env, log)
             active.append((r, proc, time.time()))
             print(f"  {r.name}: started", flush=True)
-        time.sleep(0.2)
+        time.sleep(0.2 if active or not elsewhere else 5.0)
         for item in list(active):
             r, proc, start = item
             if proc.poll() is None:
                 continue
             active.remove(item)
+            locks.pop(r.name).close()
             if proc.returncode != 0:  # run_all stops the others on the way out
                 sys.exit(f"{r.name} failed (exit {proc.returncode}); see {logs / (r.name + '.log')}")
             r.info["wall_s"] = round(time.time() - start, 1)
             print(f"  {r.name}: finished in {r.info['wall_s']:.0f} s", flush=True)
+
+
+def _next_run(pending: list[Run], elsewhere: set):
+    """The first pending run that is ready and not being trained by another process, removed
+    from ``pending``, with its lock (or (None, None)). Runs that another process finished are
+    dropped; ``elsewhere`` holds the names of those another process is training now."""
+    for r in list(pending):
+        if not r.ready:
+            continue
+        lock = claim_run(r)
+        if lock is None:
+            if r.name not in elsewhere:
+                print(f"  {r.name}: being trained by another process; waiting for it", flush=True)
+            elsewhere.add(r.name)
+            continue
+        pending.remove(r)
+        if r.name in elsewhere:
+            elsewhere.discard(r.name)
+        if r.done:
+            lock.close()
+            print(f"  {r.name}: finished by another process, kept", flush=True)
+            continue
+        return r, lock
+    return None, None
 
 
 def as_args(values: dict) -> list[str]:

@@ -146,3 +146,52 @@ if __name__ == "__main__":
         time.sleep(0.1)
     else:
         pytest.fail(f"the run {child} outlived its tool")
+
+
+TRAIN = """import sys
+from pathlib import Path
+out = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--output_folder=")))
+(out / "trained_here").write_text("yes")
+(out / "done").write_text("ok")
+"""
+
+
+@pytest.mark.parametrize("other_finishes", [True, False])
+def test_a_run_that_another_tool_is_training_is_waited_for_not_trained_twice(tmp_path, monkeypatch, capsys,
+                                                                            other_finishes):
+    """Two tools whose plans overlap once trained the same run folder at the same time (one then
+    failed, the other's result was of an interleaved run). Now the second waits; it keeps the
+    other's result, or takes the run over if the other stops before the end."""
+    import threading
+
+    import speechpos.experiments.runs as runs
+
+    monkeypatch.setattr(runs, "RECIPES", tmp_path)
+    script(tmp_path, TRAIN, "train.py")
+    run = Run("shared", "train.py", "x.yaml", [], tmp_path / "shared", "done")
+    others = runs.claim_run(run)  # the other tool's claim on the run
+    raised = []
+
+    def other_tool():
+        try:
+            run_all([run], jobs=1, threads=1, logs=tmp_path)
+        except BaseException as err:
+            raised.append(err)
+
+    tool = threading.Thread(target=other_tool)
+    tool.start()
+    time.sleep(2)
+    assert tool.is_alive() and not (run.out / "trained_here").exists()
+    if other_finishes:
+        (run.out / "done").write_text("the other tool's result")
+    others.close()
+    tool.join(timeout=60)
+    assert not tool.is_alive() and not raised, raised
+    out = capsys.readouterr().out
+    assert "shared: being trained by another process; waiting for it" in out
+    if other_finishes:
+        assert "shared: finished by another process, kept" in out
+        assert (run.out / "done").read_text() == "the other tool's result"
+        assert not (run.out / "trained_here").exists()
+    else:
+        assert "shared: started" in out and (run.out / "trained_here").read_text() == "yes"
