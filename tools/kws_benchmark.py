@@ -126,7 +126,7 @@ LONGER_ROWS = AUGMENTATION_ROWS + [
 ]
 # --rows stronger: the longer rows and a transformer of KWT-1's shape (Berg et al. 2021: d 64,
 # 12 layers, 1 head, MLP 256; the preset's is 4 layers, 4 heads, MLP 192) with all augmentation,
-# at the preset's epochs (3.4x the parameters; its label smoothing, 0.1, is every KWT row's).
+# at the preset's epochs (3.5x the parameters; its label smoothing, 0.1, is every KWT row's).
 KWT1_SHAPE = {"num_layers": 12, "nhead": 1, "d_ffn": 256}
 STRONGER_ROWS = LONGER_ROWS + [
     (f"scratch, PE, KWT-1 shape (12 layers, 1 head), {AUGMENTED}", "kwt.yaml", None,
