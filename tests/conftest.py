@@ -1,6 +1,7 @@
 """Shared pytest fixtures of the speechpos test suite."""
 
 import fcntl
+import logging
 import os
 import runpy
 import shutil
@@ -18,6 +19,28 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+def _loggers() -> list[logging.Logger]:
+    return [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                   if isinstance(lg, logging.Logger))]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Put the process's logging back after each test. A recipe run in-process (``main()``,
+    ``runpy``) sets up SpeechBrain's logging as a real run does: ``dictConfig`` binds console
+    handlers to the test's captured stdout, which pytest closes afterwards, and disables the
+    loggers it does not name. A later test's log records then went to a closed stream (a
+    ``--- Logging error ---`` traceback on its stderr) or nowhere. Stream handlers of loggers
+    that did not exist before the test are dropped."""
+    saved = {lg: (list(lg.handlers), lg.level, lg.disabled, lg.propagate) for lg in _loggers()}
+    yield
+    for lg in _loggers():
+        if lg in saved:
+            lg.handlers[:], lg.level, lg.disabled, lg.propagate = saved[lg]
+        else:
+            lg.handlers[:] = [h for h in lg.handlers if not isinstance(h, logging.StreamHandler)]
 
 
 def made_once(tmp_path_factory, name: str, make) -> Path:
