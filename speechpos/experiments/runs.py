@@ -317,7 +317,7 @@ def _run_all(runs: list[Run], jobs: int, threads: int, logs: Path, active: list)
                                 RECIPES, env, log)
             active.append((r, proc, time.time()))
             print(f"  {r.name}: started", flush=True)
-        time.sleep(0.2 if active or not elsewhere else 5.0)
+        time.sleep(0.2 if active or not elsewhere else 1.0)
         for item in list(active):
             r, proc, start = item
             if proc.poll() is None:
