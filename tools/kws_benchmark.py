@@ -310,6 +310,7 @@ def augmentation_targets(rows: list[dict]) -> list[str]:
 
         position = [n for n in names if AUGMENTED in n and not n.startswith(("scratch", "SpeechBrain"))
                     and stats(n, "test_other_accuracy") and stats(scratch_peer(n), "test_other_accuracy")]
+
         def fewer_errors(name):
             acc, scratch = stats(name, "test_other_accuracy")[0], stats(scratch_peer(name), "test_other_accuracy")[0]
             return acc, scratch, 100.0 * (1 - (100 - acc) / max(100 - scratch, 1e-9))

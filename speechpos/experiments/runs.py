@@ -344,8 +344,7 @@ def _next_run(pending: list[Run], elsewhere: set):
             elsewhere.add(r.name)
             continue
         pending.remove(r)
-        if r.name in elsewhere:
-            elsewhere.discard(r.name)
+        elsewhere.discard(r.name)
         if r.done:
             lock.close()
             print(f"  {r.name}: finished by another process, kept", flush=True)

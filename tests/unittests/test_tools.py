@@ -215,11 +215,11 @@ def test_study_scaling_verdict_compares_the_shortest_and_longest_pretraining():
     ]
 
 
-
 def test_study_scaling_cell_gives_each_seeds_gain_beside_the_mean():
     study = load_tool("pretraining_study")
     assert study.per_seed(0.9, {0: 0.1, 1: 1.8}) == "0.9 (0.1 / 1.8)"
     assert study.per_seed(-3.8, {0: -3.8}) == "-3.8"  # one seed: the mean is that seed
+
 
 def test_kws_targets_compare_both_test_sets_and_flag_augmentation_that_costs_accuracy():
     bench = load_tool("kws_benchmark")
