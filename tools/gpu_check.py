@@ -13,7 +13,8 @@ stopped by a training-time budget (``--max_train_seconds``), with ``precision: a
     python tools/gpu_check.py --quick             # CPU, tiny corpus and model, seconds (tests)
 
 On a machine without the text-to-speech engines (a bare GPU node), make the corpus where they
-are (``tools/make_corpus.py``) and pass it with ``--corpus``.
+are (``tools/make_corpus.py``), carry it (``tools/pack_corpus.py pack`` / ``unpack``: Opus, a
+fifth of the bytes) and pass it with ``--corpus``: a corpus given so is used as it is.
 """
 
 from __future__ import annotations
@@ -57,13 +58,15 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="CPU-sized: tiny corpus and model, seconds")
     p.add_argument("--device", default=None, help="default: cuda:0 where there is one, else cpu")
     p.add_argument("--corpus", type=Path, default=None,
-                   help="LibriSpeech-layout corpus (default data/LibriSpeech-bench, or -tiny with "
-                        "--quick; made if absent)")
+                   help="a finished LibriSpeech-layout corpus, used as it is (default: "
+                        "data/LibriSpeech-bench, or -tiny with --quick, made if absent)")
     p.add_argument("--pretrain-seconds", type=float, default=None, help="default 180 (quick 8)")
     p.add_argument("--ctc-seconds", type=float, default=None, help="default 240 (quick 8)")
     p.add_argument("--ctc-steps", type=int, default=None,
                    help="the CTC schedule's length (warm-up and decay); default 4000 (quick 20)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data-loading processes per run (default 4 on CUDA, 0 on CPU)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "gpu_check")
     args = p.parse_args(argv)
 
@@ -79,9 +82,12 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     print(f"device {device}: {device_name(device)}; corpus {corpus}", flush=True)
-    prep = made_corpus(corpus, "tiny" if quick else "bench", 1234, 2, out / "prep", low_label={"1h": 3600})
+    # A corpus given on the command line is taken as it is (a GPU node has no speech engines).
+    size = None if args.corpus else ("tiny" if quick else "bench")
+    prep = made_corpus(corpus, size, 1234, 2, out / "prep", low_label={"1h": 3600})
+    workers = args.num_workers if args.num_workers is not None else (4 if device.startswith("cuda") else 0)
     data = [f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True", f"--device={device}",
-            *(QUICK_MODEL if quick else [])]
+            f"--num_workers={workers}", *(QUICK_MODEL if quick else [])]
     pretrain = Run(
         "pretrain", "pretrain.py", "hparams/pp_conformer.yaml",
         [*data, *CONFORMER_BODY[:3], *as_args({**ANCHORS_PRETEXT, **({"batch_size": 4} if quick else {})}),
@@ -107,20 +113,25 @@ def main(argv=None) -> int:
     rows = [
         {"stage": "pretraining (MP3 + anchors)", "device": device, "precision": done["precision"],
          "train_s": done["train_seconds"], "steps": done["optimizer_steps"],
-         "audio_s_per_s": done["audio_s_per_s"], "peak_memory_mib": done["peak_memory_mib"],
+         "audio_s_per_s": done["audio_s_per_s"], "steady_audio_s_per_s": done.get("steady_audio_s_per_s"),
+         "first_step_s": done.get("first_step_s"), "compiled": done.get("compiled"),
+         "peak_memory_mib": done["peak_memory_mib"],
          "memory_kind": done["peak_memory_kind"],
          "result": f"dev position accuracy {100 * valid['pos_acc']:.1f} % (chance {100 * valid['chance_acc']:.1f} %)"},
         {"stage": "CTC fine-tuning (1 h of labels)", "device": device, "precision": test["precision"],
          "train_s": test["train_seconds"], "steps": test["steps_trained"],
-         "audio_s_per_s": test["train_audio_s_per_s"], "peak_memory_mib": test["peak_memory_mib"],
+         "audio_s_per_s": test["train_audio_s_per_s"], "steady_audio_s_per_s": test.get("steady_audio_s_per_s"),
+         "first_step_s": test.get("first_step_s"), "compiled": test.get("compiled"),
+         "peak_memory_mib": test["peak_memory_mib"],
          "memory_kind": test["peak_memory_kind"],
-         "result": f"WER dev {dev['WER']} / test {test['WER']}, CER test {test['CER']} (compiled: {test['compiled']})"},
+         "result": f"WER dev {dev['WER']} / test {test['WER']}, CER test {test['CER']}"},
     ]
     setup = (f"`python tools/gpu_check.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
              f"{device_name(device)}, {threads} torch thread(s), torch {torch.__version__}; corpus `{corpus.name}`; budgets "
              f"{pre_s:g} s pretraining, {ctc_s:g} s CTC (training time, validation excluded); "
              f"wall time {time.time() - t0:.0f} s in all (finished stages are kept on a rerun).")
     table = markdown_table(["stage", "device", "precision", "train s", "steps", "audio s / s",
+                            "audio s / s after 10 steps", "first step s", "compiled",
                             "peak memory MiB", "memory", "result"], [list(r.values()) for r in rows])
     print(table, flush=True)
     write_report(setup, table, out / "gpu_check.md")

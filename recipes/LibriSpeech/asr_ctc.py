@@ -218,6 +218,7 @@ class CTCFineTune(ClockedBrain):
             "torch_threads": torch.get_num_threads(),
             "device": str(self.device),
             "compiled": bool(self.compile),
+            **self.warmup.report(),
             "peak_memory_mib": round(peak_memory_mib(self.device), 1),
             "peak_memory_kind": "cuda allocated" if str(self.device).startswith("cuda") else "process RSS",
         }

@@ -385,13 +385,19 @@ def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:
     return limits
 
 
-def made_corpus(corpus: Path, size: str, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
+def made_corpus(corpus: Path, size: str | None, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
     """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes) and write its
-    CSV manifests into ``prep`` (both skipped when done); returns ``prep``."""
+    CSV manifests into ``prep`` (both skipped when done); returns ``prep``.
+
+    ``size=None`` takes ``corpus`` as it is (made elsewhere, or carried to a machine without the
+    speech engines by ``tools/pack_corpus.py``): only the manifests are written."""
     from speechpos.corpora.librispeech import make_corpus
     from speechpos.speech.data.librispeech import prepare_librispeech
 
-    make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
+    if size is not None:
+        make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
+    elif not (Path(corpus) / "train-clean-100").is_dir():
+        raise FileNotFoundError(f"{corpus}: no train-clean-100 folder, not a LibriSpeech-layout corpus")
     prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],
                         te_splits=["test-clean"], low_label=low_label, progress=False)
     return prep

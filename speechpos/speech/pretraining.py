@@ -70,12 +70,16 @@ class TrainingClock:
             self.train_seconds += time.perf_counter() - self._started
             self._started = None
 
-    def tick(self) -> None:
-        """Fold the running interval into ``train_seconds`` (called after every step)."""
-        if self._started is not None:
-            now = time.perf_counter()
-            self.train_seconds += now - self._started
-            self._started = now
+    def tick(self) -> float:
+        """Fold the running interval into ``train_seconds`` (called after every step); returns
+        that interval in seconds (0 while paused)."""
+        if self._started is None:
+            return 0.0
+        now = time.perf_counter()
+        interval = now - self._started
+        self.train_seconds += interval
+        self._started = now
+        return interval
 
     def exhausted(self) -> bool:
         return self.budget_seconds is not None and self.train_seconds >= self.budget_seconds
@@ -108,6 +112,39 @@ class TrainingClock:
                 setattr(self, key, value)
 
 
+class WarmupMeter:
+    """The first steps of a process (where ``torch.compile`` compiles and caches fill) timed
+    one by one, and the throughput of the steps after them.
+
+    >>> meter = WarmupMeter(first=2)
+    >>> for seconds in (30.0, 2.0, 0.5, 0.5):
+    ...     meter.record(seconds, audio_seconds=40.0)
+    >>> meter.report()
+    {'first_step_s': 30.0, 'first_2_steps_s': 32.0, 'steady_audio_s_per_s': 80.0}
+    """
+
+    def __init__(self, first: int = 10):
+        self.first = first
+        self.first_seconds: list[float] = []
+        self.audio_seconds = 0.0
+        self.seconds = 0.0
+
+    def record(self, seconds: float, audio_seconds: float) -> None:
+        if len(self.first_seconds) < self.first:
+            self.first_seconds.append(seconds)
+        else:
+            self.audio_seconds += audio_seconds
+            self.seconds += seconds
+
+    def report(self) -> dict:
+        head = self.first_seconds
+        return {
+            "first_step_s": round(head[0], 2) if head else None,
+            f"first_{self.first}_steps_s": round(sum(head), 2) if head else None,
+            "steady_audio_s_per_s": round(self.audio_seconds / self.seconds, 1) if self.seconds else None,
+        }
+
+
 def peak_memory_mib(device: str | torch.device = "cpu") -> float:
     """Peak resident memory of this process (CPU), or peak allocated CUDA memory, in MiB."""
     if str(device).startswith("cuda"):
@@ -126,6 +163,14 @@ class ClockedBrain(sb.Brain):
     def clock(self) -> TrainingClock:
         return self.hparams.training_clock
 
+    @property
+    def warmup(self) -> WarmupMeter:
+        """This process's first steps and the steady throughput after them (not checkpointed:
+        a resumed run compiles again)."""
+        if not hasattr(self, "_warmup"):
+            self._warmup = WarmupMeter()
+        return self._warmup
+
     def fit_batch(self, batch):
         wavs, wav_lens = batch.sig
         self.batch_audio_seconds = float((wav_lens * wavs.shape[1]).sum()) / self.hparams.sample_rate
@@ -135,7 +180,7 @@ class ClockedBrain(sb.Brain):
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         if should_step and hasattr(self.hparams, "lr_annealing"):
             self.hparams.lr_annealing(self.optimizer)
-        self.clock.tick()
+        self.warmup.record(self.clock.tick(), getattr(self, "batch_audio_seconds", 0.0))
         if should_step:
             self.clock.steps += 1
         if self._budget_spent():
@@ -237,6 +282,8 @@ class PretrainingBrain(ClockedBrain):
             "achieved_gflop_per_s": None if flops is None else round(flops * rate / 1e9, 3),
             "peak_memory_mib": round(peak_memory_mib(self.device), 1),
             "peak_memory_kind": "cuda allocated" if str(self.device).startswith("cuda") else "process RSS",
+            **self.warmup.report(),
+            "compiled": bool(self.compile),
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
             "world_size": world,
