@@ -14,6 +14,11 @@ recipe behaves as under ``python recipe.py``. As with any ``multiprocessing`` st
 ``fork``, the calling script is imported by the server: its top level must be guarded by
 ``if __name__ == "__main__":`` (every tool's is).
 
+Where CUDA is present, each recipe starts as a fresh interpreter instead (``spawn``): importing
+SpeechBrain asks for the CUDA devices, which makes CUDA unusable in every process forked after
+it ("Cannot re-initialize CUDA in forked subprocess"), so a preloaded server cannot serve GPU
+runs. The seconds of imports are nothing beside a GPU run.
+
 Example
 -------
 >>> r = Run("ctc", "asr_ctc.py", "hparams/ctc.yaml", ["--seed=1"], Path("/nonexistent"), "results.json")
@@ -108,6 +113,13 @@ def _forkserver():
     return _FORKSERVER
 
 
+def _start_context():
+    """The forkserver, or ``spawn`` where CUDA is present (see the module's docstring)."""
+    import torch
+
+    return multiprocessing.get_context("spawn") if torch.cuda.is_available() else _forkserver()
+
+
 def _exec_python(argv: list[str], cwd: str, env: dict, out_path: str | None, err_path: str | None) -> None:
     """Body of a child: ``python *argv`` (a script and its arguments, or ``-m module ...``)
     run in this forked process, which then exits with the status ``python`` would give."""
@@ -196,7 +208,7 @@ def start_python(argv: list[str], cwd: Path | str | None = None, env: dict | Non
     ...     proc.wait(), Path(tmp, "log").read_text()
     (3, "['--x=1'] me\\n")
     """
-    process = _forkserver().Process(
+    process = _start_context().Process(
         target=_exec_python, daemon=False,
         args=(list(argv), str(cwd or os.getcwd()), dict(os.environ if env is None else env),
               None if log is None else str(log), None if (err_log or log) is None else str(err_log or log)),

@@ -195,3 +195,21 @@ def test_a_run_that_another_tool_is_training_is_waited_for_not_trained_twice(tmp
         assert not (run.out / "trained_here").exists()
     else:
         assert "shared: started" in out and (run.out / "trained_here").read_text() == "yes"
+
+
+def test_where_cuda_is_present_a_child_is_spawned_not_forked_from_the_server(tmp_path, monkeypatch):
+    """A forked child cannot use CUDA once the preloading server has asked for the devices
+    (seen on an H200: "Cannot re-initialize CUDA in forked subprocess"); a spawned one can."""
+    import torch
+
+    import speechpos.experiments.runs as runs
+
+    if not torch.cuda.is_available():
+        assert runs._start_context() is runs._forkserver()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runs._start_context().get_start_method() == "spawn"
+    child = script(tmp_path, REPORT)
+    proc = start_python([str(child), "--a"], tmp_path, {**os.environ, "WHO": "spawned", "OMP_NUM_THREADS": "1"},
+                        tmp_path / "log")
+    assert proc.wait() == 0
+    assert f"['{child}', '--a'] {tmp_path} spawned 1" in (tmp_path / "log").read_text()
