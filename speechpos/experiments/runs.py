@@ -14,10 +14,10 @@ recipe behaves as under ``python recipe.py``. As with any ``multiprocessing`` st
 ``fork``, the calling script is imported by the server: its top level must be guarded by
 ``if __name__ == "__main__":`` (every tool's is).
 
-Where CUDA is present, each recipe starts as a fresh interpreter instead (``spawn``): importing
-SpeechBrain asks for the CUDA devices, which makes CUDA unusable in every process forked after
-it ("Cannot re-initialize CUDA in forked subprocess"), so a preloaded server cannot serve GPU
-runs. The seconds of imports are nothing beside a GPU run.
+Where CUDA is present, each recipe starts as a fresh interpreter instead (``spawn``): on an
+H200 the server's preloading touched CUDA, which makes CUDA unusable in every process forked
+after it ("Cannot re-initialize CUDA in forked subprocess"), so a preloaded server cannot serve
+GPU runs. The seconds of imports are nothing beside a GPU run.
 
 Example
 -------
