@@ -137,6 +137,10 @@ def _exec_python(argv: list[str], cwd: str, env: dict, out_path: str | None, err
         import torch
 
         torch.set_num_threads(int(threads))
+    # The platform's start method again, as under `python`: a child started by spawn or the
+    # forkserver inherits that method, and DataLoader workers would then need picklable
+    # pipelines (SpeechBrain's dynamic items are local functions).
+    multiprocessing.set_start_method(None, force=True)
     code = 0
     try:
         if argv[0] == "-m":

@@ -213,3 +213,26 @@ def test_where_cuda_is_present_a_child_is_spawned_not_forked_from_the_server(tmp
                         tmp_path / "log")
     assert proc.wait() == 0
     assert f"['{child}', '--a'] {tmp_path} spawned 1" in (tmp_path / "log").read_text()
+
+
+def test_a_child_starts_its_own_processes_as_python_would(tmp_path, monkeypatch):
+    """DataLoader workers (num_workers > 0) of a recipe run here are forked, as under
+    ``python recipe.py``, so local pipeline functions need no pickling; seen failing on an H200
+    ("Can't pickle local object 'audio_dataset.<locals>.audio_pipeline'") when the spawned
+    child kept spawn as its start method."""
+    import torch
+
+    child = script(tmp_path, """
+import multiprocessing, torch
+def local_pipeline():
+    square = lambda i: i * i
+    return torch.utils.data.DataLoader(list(range(4)), num_workers=1, collate_fn=lambda b: [square(x) for x in b])
+print(multiprocessing.get_start_method(), [int(x[0]) for x in local_pipeline()])
+""")
+    expected = subprocess.run([sys.executable, "-c", "import multiprocessing; print(multiprocessing.get_start_method())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    for cuda in (False, True):  # the forkserver, then spawn
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        done = run_python([sys.executable, str(child)], cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{expected} [0, 1, 4, 9]\n"
