@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +39,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     plot_quality_vs_time,
     read_train_log,
 )
-from speechpos.experiments.runs import made_corpus, start_python  # noqa: E402
+from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 
 
 def load_tool(name: str):
@@ -100,19 +98,14 @@ def main(argv=None) -> int:
     corpus, out, docs = Path(args.corpus).resolve(), Path(args.out).resolve(), Path(args.docs)
     prep = made_corpus(corpus, args.size, args.seed, args.threads, out / "prep")
     run = out / "run"
-    cmd = [
-        sys.executable, str(RECIPES / "asr_ctc.py"), "hparams/ctc.yaml", f"--data_folder={corpus}",
-        f"--prep_folder={prep}", "--skip_prep=True", f"--output_folder={run}",
+    # run_all: stopping this tool stops the recipe, and a second invocation on the same folder
+    # waits for the first rather than training beside it.
+    recipe = Run("asr_ctc", "asr_ctc.py", "hparams/ctc.yaml", [
+        f"--data_folder={corpus}", f"--prep_folder={prep}", "--skip_prep=True",
         f"--seed={args.seed}", f"--number_of_steps={args.steps}", "--lm_decoding=True",
         *args.model_args,
-    ]
-    if not (run / "results.json").is_file():
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        start = time.time()
-        code = start_python(cmd[1:], RECIPES, env, out / "asr_ctc.log").wait()
-        if code != 0:
-            sys.exit(f"asr_ctc.py failed (exit {code}); see {out / 'asr_ctc.log'}")
-        print(f"trained and tested in {time.time() - start:.0f} s wall", flush=True)
+    ], run, "results.json")
+    run_all([recipe], jobs=1, threads=args.threads, logs=out)
 
     results = json.loads((run / "results.json").read_text())
     tuned = tuned_lm(run, args.lm_weights, args.word_scores)

@@ -9,10 +9,10 @@ from speechpos.speech.model import build_speech_encoder
 
 
 @pytest.mark.parametrize(("requested", "device", "expected"), [
-    ("auto", "cuda:0", True), ("auto", "cpu", False), ("True", "cpu", True), (False, "cuda", False),
-    ("false", "cuda:1", False),
+    ("auto", "cuda:0", False), ("auto", "cpu", False), ("True", "cpu", True), ("true", "cuda:0", True),
+    (False, "cuda", False), ("false", "cuda:1", False),
 ])
-def test_auto_means_on_for_cuda_only(requested, device, expected):
+def test_auto_is_off_where_compiling_was_measured_not_to_pay_and_explicit_asks_are_kept(requested, device, expected):
     assert choose_compile(requested, device)[0] is expected
 
 
@@ -24,7 +24,7 @@ def test_command_line_compile_wins_and_the_brain_gets_a_bool():
     assert resolve_compile(cli, hparams) is True and hparams["compile"] is True
     hparams = {"compile": "auto"}
     cuda = RunOptions.from_dictionary({"device": "cuda:0"})
-    assert resolve_compile(cuda, hparams) is True
+    assert resolve_compile(cuda, hparams) is False and hparams["compile"] is False
     with pytest.raises(ValueError, match="compile must be one of auto, True, False; got 'maybe'"):
         resolve_compile(RunOptions(), {"compile": "maybe"})
 
