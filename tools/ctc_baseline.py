@@ -13,6 +13,10 @@ missing), validating once per epoch. Then it writes:
   few reference/hypothesis pairs of test-clean;
 * ``docs/ctc_wer_vs_time.png``: dev WER and CER (greedy) against training time.
 
+With ``--previous <an earlier ctc_baseline.json>`` (read before anything is written, so it may be
+the file this run replaces) the earlier run's curve is drawn beside this one, its test results
+are set against this run's, and the earlier report is kept inside the new JSON (``previous``).
+
 A finished run is not trained again (the recipe also resumes from its last checkpoint).
 
     python tools/ctc_baseline.py --steps 8000 --threads 1    # ~45 min on one CPU core
@@ -79,6 +83,28 @@ def tuned_lm(run: Path, weights, scores) -> dict:
     return result
 
 
+def comparison_table(reports: list[tuple[str, dict]]) -> str:
+    """Test-clean results of several baseline reports (``ctc_baseline.json`` contents), a row each.
+
+    >>> r = {"results": {"test-clean": {"WER": 56.5, "CER": 18.2, "steps_trained": 8000,
+    ...      "train_seconds": 2958.0, "torch_threads": 1, "train_audio_s_per_s": 91.4}},
+    ...      "lm_tuned_on_dev": {"test_WER_lm": 36.9, "test_CER_lm": 17.1}}
+    >>> print(comparison_table([("before", r)]))
+    | run | torch threads | steps | training (min) | train audio s/s | test WER greedy | test CER greedy | test WER, tuned LM | test CER, tuned LM |
+    |---|---|---|---|---|---|---|---|---|
+    | before | 1 | 8000 | 49.3 | 91.4 | 56.5 | 18.2 | 36.9 | 17.1 |
+    """
+    rows = []
+    for name, report in reports:
+        test, lm = report["results"]["test-clean"], report["lm_tuned_on_dev"]
+        rows.append([name, test.get("torch_threads", ""), test["steps_trained"],
+                     round(test["train_seconds"] / 60, 1), test.get("train_audio_s_per_s", ""),
+                     test["WER"], test["CER"], lm["test_WER_lm"], lm["test_CER_lm"]])
+    return markdown_table(["run", "torch threads", "steps", "training (min)", "train audio s/s",
+                           "test WER greedy", "test CER greedy", "test WER, tuned LM",
+                           "test CER, tuned LM"], rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=str(ROOT / "data" / "LibriSpeech-bench"))
@@ -91,11 +117,19 @@ def main(argv=None) -> int:
     p.add_argument("--examples", type=int, default=5, help="reference/hypothesis pairs shown")
     p.add_argument("--lm-weights", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0])
     p.add_argument("--word-scores", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0])
+    p.add_argument("--previous", type=Path, default=None,
+                   help="an earlier run's ctc_baseline.json, to compare with (read before writing)")
+    p.add_argument("--previous-label", default="previous run", help="its name in the plot and table")
     p.add_argument("--model-args", nargs=argparse.REMAINDER, default=[],
                    help="further asr_ctc.py overrides (last on the line)")
     args = p.parse_args(argv)
 
     corpus, out, docs = Path(args.corpus).resolve(), Path(args.out).resolve(), Path(args.docs)
+    previous = None
+    if args.previous is not None:
+        previous = json.loads(args.previous.read_text())
+        previous.pop("previous", None)
+        previous["label"] = args.previous_label
     prep = made_corpus(corpus, args.size, args.seed, args.threads, out / "prep")
     run = out / "run"
     # run_all: stopping this tool stops the recipe, and a second invocation on the same folder
@@ -112,8 +146,12 @@ def main(argv=None) -> int:
     records = [r for r in read_train_log(run / "train_log.txt") if "epoch" in r and "valid" in r]
     curve = [(r["train_time_s"], r["valid"]["WER"], r["valid"]["CER"]) for r in records]
     docs.mkdir(parents=True, exist_ok=True)
+    lines = {f"dev-clean, greedy ({args.threads} thread(s), {args.steps} steps)" if previous else "dev-clean, greedy": curve}
+    if previous:
+        lines[f"dev-clean, greedy ({args.previous_label})"] = [
+            (c["train_seconds"], c["dev_WER"], c["dev_CER"]) for c in previous["curve"]]
     plot_quality_vs_time(
-        {"dev-clean, greedy": curve}, docs / "ctc_wer_vs_time.png",
+        lines, docs / "ctc_wer_vs_time.png",
         title=f"From-scratch CTC baseline, bench corpus, {args.threads} CPU thread(s)",
         xlabel="training time (min, validation excluded)",
     )
@@ -155,8 +193,13 @@ def main(argv=None) -> int:
         f"({test.get('train_audio_s_per_s')} audio-s/s); tested checkpoint: best dev "
         f"{test['selected_on']} (step {test['checkpoint_steps']})."
     )
+    against = ""
+    if previous:
+        against = "## Against the previous run\n\n" + comparison_table(
+            [("this run", {"setup": setup, "results": results, "lm_tuned_on_dev": tuned}),
+             (args.previous_label, previous)]) + f"\n\n{args.previous_label}: {previous['setup']}\n\n"
     text = (
-        f"# From-scratch CTC baseline\n\n{setup}\n\n## Test\n\n{table}\n\n{tuned_text}\n\n"
+        f"# From-scratch CTC baseline\n\n{setup}\n\n## Test\n\n{table}\n\n{tuned_text}\n\n{against}"
         f"## Dev during training\n\n{curve_table}\n\n![WER vs time](ctc_wer_vs_time.png)\n\n"
         f"## test-clean examples (greedy)\n\n{examples}\n"
     )
@@ -164,7 +207,8 @@ def main(argv=None) -> int:
     (docs / "ctc_baseline.json").write_text(json.dumps(
         {"setup": setup, "results": results, "lm_tuned_on_dev": tuned, "curve": [dict(zip(
             ("train_seconds", "dev_WER", "dev_CER"), c, strict=True)) for c in curve],
-         "examples": [dict(zip(("id", "ref", "hyp"), e, strict=True)) for e in pairs]}, indent=1))
+         "examples": [dict(zip(("id", "ref", "hyp"), e, strict=True)) for e in pairs],
+         **({"previous": previous} if previous else {})}, indent=1))
     print(text)
     return 0
 

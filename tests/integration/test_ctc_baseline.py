@@ -48,13 +48,26 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     assert "position_embedding: sinusoidal" in (tmp_path / "out" / "run" / "hyperparams.yaml").read_text()
     assert "precision " in (tmp_path / "out" / "run" / "log.txt").read_text()  # auto's choice logged
 
-    again = run_python(  # a finished run is reported again, not retrained
+    assert "asr_ctc: finished" in proc.stdout
+
+    # A finished run is reported again, not retrained; here beside a previous report, whose
+    # curve and test results come along (the earlier report is read before it is overwritten).
+    previous = tmp_path / "previous.json"
+    previous.write_text((docs / "ctc_baseline.json").read_text())
+    again = run_python(
         [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
+         "--threads", "2", "--previous", str(previous), "--previous-label", "the same run, earlier",
          "--model-args", *SMALL],
         capture_output=True, text=True, env=env, timeout=300,
     )
-    assert again.returncode == 0 and "trained and tested" not in again.stdout
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "asr_ctc: done already, kept" in again.stdout and "asr_ctc: started" not in again.stdout
+    both = json.loads((docs / "ctc_baseline.json").read_text())
+    assert both["previous"]["curve"] == report["curve"] and both["previous"]["label"] == "the same run, earlier"
+    assert "previous" not in both["previous"]
+    text = (docs / "ctc_baseline.md").read_text()
+    assert "## Against the previous run" in text and "| the same run, earlier |" in text
 
 
 def run_ctc(*args):
