@@ -5,11 +5,14 @@ of the pretrained encoder, on one device, with throughput, peak memory and WER p
 Both recipes run as users run them (``pretrain.py hparams/pp_conformer.yaml`` with the
 study's "MP3 + anchors" pretext, then ``asr_ctc.py hparams/ctc.yaml`` from its encoder), each
 stopped by a training-time budget (``--max_train_seconds``), with ``precision: auto`` and
-``compile: auto`` deciding for the device (bf16 and torch.compile on a CUDA GPU). The table
-(``<out>/gpu_check.md`` and ``.json``) names the device beside every figure.
+``compile: auto`` deciding for the device (bf16 on a CUDA GPU; eager, as measured in
+:mod:`speechpos.compilation`). ``--compare-compile`` adds the same fine-tuning under
+``torch.compile``. The table (``<out>/gpu_check.md`` and ``.json``) names the device beside
+every figure, with each stage's first step and its throughput after ten steps (warm-up).
 
     bash tools/gpu_check.sh                       # CUDA: 3 min pretraining + 4 min CTC, bench corpus
     bash tools/gpu_check.sh --corpus DIR          # a LibriSpeech-layout corpus made elsewhere
+    bash tools/gpu_check.sh --compare-compile     # + 4 min of compiled CTC
     python tools/gpu_check.py --quick             # CPU, tiny corpus and model, seconds (tests)
 
 On a machine without the text-to-speech engines (a bare GPU node), make the corpus where they
@@ -67,6 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="data-loading processes per run (default 4 on CUDA, 0 on CPU)")
+    p.add_argument("--compare-compile", action="store_true",
+                   help="also fine-tune with torch.compile (--compile), as a third row: its first steps "
+                        "hold the compile time")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "gpu_check")
     args = p.parse_args(argv)
 
@@ -95,21 +101,20 @@ def main(argv=None) -> int:
          f"--max_train_seconds={pre_s:g}", "--warmup_steps=" + ("4" if quick else "300")],
         out / "pretrain", "pretrain_done.json",
     )
-    ctc = Run(
-        "ctc", "asr_ctc.py", "hparams/ctc.yaml",
-        [*data, *CONFORMER_BODY, "--position_embedding=learned",
-         f"--pretrained_encoder={out / 'pretrain' / 'encoder.ckpt'}", f"--number_of_steps={steps}",
-         f"--max_train_seconds={ctc_s:g}", "--warmup_steps=" + ("4" if quick else "300"),
-         "--ckpt_interval_minutes=0", f"--train_csv={prep / 'train-1h.csv'}",
-         *(["--max_batch_length_train=10"] if quick else [])],
-        out / "ctc", "results.json", needs=[pretrain],
-    )
-    run_all([pretrain, ctc], jobs=1, threads=threads, logs=out / "logs")
+    ctc_args = [*data, *CONFORMER_BODY, "--position_embedding=learned",
+                f"--pretrained_encoder={out / 'pretrain' / 'encoder.ckpt'}", f"--number_of_steps={steps}",
+                f"--max_train_seconds={ctc_s:g}", "--warmup_steps=" + ("4" if quick else "300"),
+                "--ckpt_interval_minutes=0", f"--train_csv={prep / 'train-1h.csv'}",
+                *(["--max_batch_length_train=10"] if quick else [])]
+    ctc = Run("ctc", "asr_ctc.py", "hparams/ctc.yaml", ctc_args, out / "ctc", "results.json", needs=[pretrain])
+    runs = [pretrain, ctc]
+    if args.compare_compile:  # the same fine-tuning with SpeechBrain's --compile (compile: auto is off)
+        runs.append(Run("ctc_compiled", "asr_ctc.py", "hparams/ctc.yaml", [*ctc_args, "--compile"],
+                        out / "ctc_compiled", "results.json", needs=[pretrain]))
+    run_all(runs, jobs=1, threads=threads, logs=out / "logs")
 
     done = json.loads((out / "pretrain" / "pretrain_done.json").read_text())
     valid = last_valid(out / "pretrain" / "train_log.txt")
-    res = json.loads((out / "ctc" / "results.json").read_text())
-    test, dev = res["test-clean"], res["dev-clean"]
     rows = [
         {"stage": "pretraining (MP3 + anchors)", "device": device, "precision": done["precision"],
          "train_s": done["train_seconds"], "steps": done["optimizer_steps"],
@@ -118,14 +123,18 @@ def main(argv=None) -> int:
          "peak_memory_mib": done["peak_memory_mib"],
          "memory_kind": done["peak_memory_kind"],
          "result": f"dev position accuracy {100 * valid['pos_acc']:.1f} % (chance {100 * valid['chance_acc']:.1f} %)"},
-        {"stage": "CTC fine-tuning (1 h of labels)", "device": device, "precision": test["precision"],
-         "train_s": test["train_seconds"], "steps": test["steps_trained"],
-         "audio_s_per_s": test["train_audio_s_per_s"], "steady_audio_s_per_s": test.get("steady_audio_s_per_s"),
-         "first_step_s": test.get("first_step_s"), "compiled": test.get("compiled"),
-         "peak_memory_mib": test["peak_memory_mib"],
-         "memory_kind": test["peak_memory_kind"],
-         "result": f"WER dev {dev['WER']} / test {test['WER']}, CER test {test['CER']}"},
     ]
+    for r in runs[1:]:
+        res = json.loads((r.out / "results.json").read_text())
+        test, dev = res["test-clean"], res["dev-clean"]
+        rows.append(
+            {"stage": "CTC fine-tuning (1 h of labels)", "device": device, "precision": test["precision"],
+             "train_s": test["train_seconds"], "steps": test["steps_trained"],
+             "audio_s_per_s": test["train_audio_s_per_s"], "steady_audio_s_per_s": test.get("steady_audio_s_per_s"),
+             "first_step_s": test.get("first_step_s"), "compiled": test.get("compiled"),
+             "peak_memory_mib": test["peak_memory_mib"],
+             "memory_kind": test["peak_memory_kind"],
+             "result": f"WER dev {dev['WER']} / test {test['WER']}, CER test {test['CER']}"})
     setup = (f"`python tools/gpu_check.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
              f"{device_name(device)}, {threads} torch thread(s), torch {torch.__version__}; corpus `{corpus.name}`; budgets "
              f"{pre_s:g} s pretraining, {ctc_s:g} s CTC (training time, validation excluded); "
