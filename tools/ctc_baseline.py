@@ -146,7 +146,8 @@ def main(argv=None) -> int:
     records = [r for r in read_train_log(run / "train_log.txt") if "epoch" in r and "valid" in r]
     curve = [(r["train_time_s"], r["valid"]["WER"], r["valid"]["CER"]) for r in records]
     docs.mkdir(parents=True, exist_ok=True)
-    lines = {f"dev-clean, greedy ({args.threads} thread(s), {args.steps} steps)" if previous else "dev-clean, greedy": curve}
+    lines = {f"dev-clean, greedy ({args.threads} thread(s), {args.steps}-step schedule)" if previous
+             else "dev-clean, greedy": curve}
     if previous:
         lines[f"dev-clean, greedy ({args.previous_label})"] = [
             (c["train_seconds"], c["dev_WER"], c["dev_CER"]) for c in previous["curve"]]
