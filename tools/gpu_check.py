@@ -128,7 +128,8 @@ def main(argv=None) -> int:
         res = json.loads((r.out / "results.json").read_text())
         test, dev = res["test-clean"], res["dev-clean"]
         rows.append(
-            {"stage": "CTC fine-tuning (1 h of labels)", "device": device, "precision": test["precision"],
+            {"stage": "CTC fine-tuning (1 h of labels)" + (", --compile" if r.name == "ctc_compiled" else ""),
+             "device": device, "precision": test["precision"],
              "train_s": test["train_seconds"], "steps": test["steps_trained"],
              "audio_s_per_s": test["train_audio_s_per_s"], "steady_audio_s_per_s": test.get("steady_audio_s_per_s"),
              "first_step_s": test.get("first_step_s"), "compiled": test.get("compiled"),
