@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def scale_lines() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Train at LibriSpeech scale on GPUs", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
-    commands = re.sub(r"\\\n\s*", " ", block).splitlines()
+    blocks = [b.split("```", 1)[0] for b in section.split("```bash")[1:]]
+    commands = [c for b in blocks for c in re.sub(r"\\\n\s*", " ", b).splitlines()]
     return [shlex.split(c) for c in commands if c.startswith("torchrun")]
 
 
