@@ -201,6 +201,7 @@ class CTCFineTune(ClockedBrain):
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 results = json.load(f)
+        seconds, audio = getattr(self, "trained", (self.clock.train_seconds, self.clock.audio_seconds))
         results[self.test_split] = {
             "WER": round(stats["WER"], 2),
             "CER": round(stats["CER"], 2),
@@ -210,10 +211,9 @@ class CTCFineTune(ClockedBrain):
             "selected_on": self.hparams.select_on,
             "steps_trained": self.steps_trained,
             "checkpoint_steps": self.optimizer_step,
-            "train_seconds": round(self.clock.train_seconds, 1),
-            "train_audio_s_per_s": round(
-                self.clock.audio_seconds / max(self.clock.train_seconds, 1e-9), 1
-            ),
+            "train_seconds": round(seconds, 1),
+            "train_audio_s_per_s": round(audio / max(seconds, 1e-9), 1),
+            "checkpoint_train_seconds": round(self.clock.train_seconds, 1),
             "precision": self.precision,
             "torch_threads": torch.get_num_threads(),
             "device": str(self.device),
@@ -383,7 +383,9 @@ def main(argv):
         train_loader_kwargs=loader_kwargs,
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
-    brain.steps_trained = brain.optimizer_step  # evaluate() restores the chosen checkpoint's count
+    # evaluate() restores the chosen checkpoint's step count and training clock: keep the totals.
+    brain.steps_trained = brain.optimizer_step
+    brain.trained = (brain.clock.train_seconds, brain.clock.audio_seconds)
     for name, test_set in tests.items():
         brain.test_split = name
         brain.evaluate(test_set, min_key=hparams["select_on"], test_loader_kwargs=hparams["test_dataloader_opts"])
