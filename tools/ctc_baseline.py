@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from speechpos.experiments.plots import (  # noqa: E402
+    dev_curve,
     example_pairs,
     markdown_table,
     plot_quality_vs_time,
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     results = json.loads((run / "results.json").read_text())
     tuned = tuned_lm(run, args.lm_weights, args.word_scores)
     records = [r for r in read_train_log(run / "train_log.txt") if "epoch" in r and "valid" in r]
-    curve = [(r["train_time_s"], r["valid"]["WER"], r["valid"]["CER"]) for r in records]
+    curve = dev_curve(records)
     docs.mkdir(parents=True, exist_ok=True)
     lines = {f"dev-clean, greedy ({args.threads} thread(s), {args.steps}-step schedule)" if previous
              else "dev-clean, greedy": curve}

@@ -46,6 +46,10 @@ from speechpos.experiments.runs import (  # noqa: E402
 )
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=32", "--nhead=4", "--d_ffn=64"]
+# The table's columns, one per key of a row (tools/gpu_report.py prints the same table).
+TABLE_HEADERS = ["stage", "device", "precision", "train s", "steps", "audio s / s",
+                 "audio s / s after 10 steps", "first step s", "compiled", "peak memory MiB",
+                 "memory", "result"]
 
 
 def device_name(device: str) -> str:
@@ -140,9 +144,7 @@ def main(argv=None) -> int:
              f"{device_name(device)}, {threads} torch thread(s), torch {torch.__version__}; corpus `{corpus.name}`; budgets "
              f"{pre_s:g} s pretraining, {ctc_s:g} s CTC (training time, validation excluded); "
              f"wall time {time.time() - t0:.0f} s in all (finished stages are kept on a rerun).")
-    table = markdown_table(["stage", "device", "precision", "train s", "steps", "audio s / s",
-                            "audio s / s after 10 steps", "first step s", "compiled",
-                            "peak memory MiB", "memory", "result"], [list(r.values()) for r in rows])
+    table = markdown_table(TABLE_HEADERS, [list(r.values()) for r in rows])
     print(table, flush=True)
     write_report(setup, table, out / "gpu_check.md")
     (out / "gpu_check.json").write_text(json.dumps({"setup": setup, "device_name": device_name(device),

@@ -24,17 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.experiments.plots import markdown_table, plot_quality_vs_time, read_train_log  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
+    dev_curve,
+    markdown_table,
+    plot_quality_vs_time,
+    read_train_log,
+)
 
-CHECK_HEADERS = ["stage", "device", "precision", "train s", "steps", "audio s / s",
-                 "audio s / s after 10 steps", "first step s", "compiled", "peak memory MiB",
-                 "memory", "result"]
 
+def check_table_headers() -> list[str]:
+    """The columns of tools/gpu_check.py's table, from that tool."""
+    import importlib.util
 
-def dev_curve(train_log: Path) -> list[tuple[float, float, float]]:
-    """(training seconds, dev WER, dev CER) after each epoch of a CTC run."""
-    return [(r["train_time_s"], r["valid"]["WER"], r["valid"]["CER"])
-            for r in read_train_log(train_log) if "epoch" in r and "valid" in r]
+    spec = importlib.util.spec_from_file_location("tool_gpu_check", ROOT / "tools" / "gpu_check.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.TABLE_HEADERS
 
 
 def compile_rows(check: dict, eager: dict, compiled_curve, eager_curve, compiled_first10=None) -> list[dict]:
@@ -78,15 +83,15 @@ def main(argv=None) -> int:
     ctc_results = args.check / "ctc_results.json"  # the CTC recipe's own results.json, if brought back
     compiled_first10 = (json.loads(ctc_results.read_text())["test-clean"].get("first_10_steps_s")
                         if ctc_results.is_file() else None)
-    compiled_curve = dev_curve(args.check / "ctc_train_log.txt")
-    eager_curve = dev_curve(args.eager / "eager_train_log.txt")
+    compiled_curve = dev_curve(read_train_log(args.check / "ctc_train_log.txt"))
+    eager_curve = dev_curve(read_train_log(args.eager / "eager_train_log.txt"))
     env = (args.check / "env.txt").read_text().strip() if (args.check / "env.txt").is_file() else ""
 
     args.docs.mkdir(parents=True, exist_ok=True)
     plot_quality_vs_time({"CTC, compiled": compiled_curve, "CTC, eager": eager_curve},
                          args.docs / "gpu_check_ctc.png", title=f"CTC on {check['device_name']}",
                          xlabel="training time (min, validation excluded)")
-    table = markdown_table(CHECK_HEADERS, [list(r.values()) for r in check["rows"]])
+    table = markdown_table(check_table_headers(), [list(r.values()) for r in check["rows"]])
     rows = compile_rows(check, eager, compiled_curve, eager_curve, compiled_first10)
     compile_table = markdown_table(list(rows[0]), [list(r.values()) for r in rows])
     text = (

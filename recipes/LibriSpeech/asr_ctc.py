@@ -201,7 +201,7 @@ class CTCFineTune(ClockedBrain):
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 results = json.load(f)
-        seconds, audio = getattr(self, "trained", (self.clock.train_seconds, self.clock.audio_seconds))
+        seconds, audio = self.trained
         results[self.test_split] = {
             "WER": round(stats["WER"], 2),
             "CER": round(stats["CER"], 2),

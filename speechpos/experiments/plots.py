@@ -95,6 +95,17 @@ def read_train_log(path: str | Path) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)] + others
 
 
+def dev_curve(records: list[dict]) -> list[tuple[float, float, float]]:
+    """(training seconds, dev WER, dev CER) of each epoch record of a CTC ``train_log.txt``
+    (:func:`read_train_log`) that holds a validation.
+
+    >>> dev_curve([{"epoch": 1, "train_time_s": 60.0, "valid": {"WER": 90.0, "CER": 40.0}}, {"split": "test"}])
+    [(60.0, 90.0, 40.0)]
+    """
+    return [(r["train_time_s"], r["valid"]["WER"], r["valid"]["CER"])
+            for r in records if "epoch" in r and "valid" in r]
+
+
 def last_valid(path: str | Path) -> dict:
     """The last validation record of a ``train_log.txt`` ({} if there is none, or no file)."""
     path = Path(path)
