@@ -257,6 +257,25 @@ class SavedTensorBytes:
         return False
 
 
+def describe_machine() -> str:
+    """What the machine is, for a report: CPU model, cores, load and torch's CPU capability.
+
+    >>> "cores" in describe_machine()
+    True
+    """
+    import os
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor() or platform.machine())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, load average {load:.2f} at the start, "
+            f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+
+
 def _precision_context(dtype: str):
     if dtype == "fp32":
         return contextlib.nullcontext()

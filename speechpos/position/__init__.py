@@ -3,7 +3,8 @@
 - :mod:`~speechpos.position.context`: which tokens are attention context (1-D uniform/span,
   2-D block), respecting padding.
 - :mod:`~speechpos.position.encoder`: SpeechBrain encoders run with keys/values gathered to
-  the context tokens.
+  the context tokens; ``gather_tokens``/``scatter_tokens`` take a context out of a sequence
+  and put it back (the masked-prediction engine that drops tokens uses them too).
 - :mod:`~speechpos.position.head`, :mod:`~speechpos.position.loss`,
   :mod:`~speechpos.position.metrics`: the linear position head with length masking, the
   cross-entropy with optional Gaussian smoothing, accuracy and position error.
@@ -26,7 +27,13 @@ from speechpos.position.context import (
     valid_mask,
 )
 from speechpos.position.embedding import PositionEmbedding
-from speechpos.position.encoder import ContextAttention, ContextEncoder, attach_context_attention
+from speechpos.position.encoder import (
+    ContextAttention,
+    ContextEncoder,
+    attach_context_attention,
+    gather_tokens,
+    scatter_tokens,
+)
 from speechpos.position.head import PositionHead
 from speechpos.position.layout import PositionLayout
 from speechpos.position.loss import (
@@ -67,6 +74,8 @@ __all__ = [
     "attentive_token_weights",
     "context_from_mask",
     "full_context",
+    "gather_tokens",
+    "scatter_tokens",
     "loss_token_mask",
     "position_accuracy",
     "position_error",

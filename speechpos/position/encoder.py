@@ -45,6 +45,24 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def scatter_tokens(values: torch.Tensor, context: Context, fill: torch.Tensor) -> torch.Tensor:
+    """The inverse of gathering a context: (B, C, D) values of the context tokens back at
+    their positions of a (B, T, D) sequence whose other tokens hold ``fill`` (D,).
+
+    >>> from speechpos.position.context import context_from_mask
+    >>> ctx = context_from_mask(torch.tensor([[True, False, True], [False, True, False]]))
+    >>> kept = torch.tensor([[[1.0], [2.0]], [[3.0], [9.0]]])  # 9.0 sits on a padding slot
+    >>> scatter_tokens(kept, ctx, torch.tensor([0.0]))[..., 0].tolist()
+    [[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]
+    """
+    batch, length = context.mask.shape
+    # Padding slots go to an extra last column, dropped after the scatter.
+    index = context.index.masked_fill(context.padding, length)
+    out = values.new_zeros(batch, length + 1, values.shape[-1])
+    out = out.scatter(1, index.unsqueeze(-1).expand_as(values), values)[:, :length]
+    return torch.where(context.mask.unsqueeze(-1), out, fill.to(out.dtype))
+
+
 class ContextAttention(nn.Module):
     """SpeechBrain ``MultiheadAttention`` whose keys/values are restricted to a context.
 

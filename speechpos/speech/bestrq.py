@@ -13,6 +13,14 @@ Masks are drawn on frames in spans of ``patch_frames`` frames aligned to the pat
 masks 4-frame spans before its 4x subsampling CNN); ``mask_prob`` is the probability for a
 span to *start* a mask, so 0.15 masks about 60 % of the patches when a span is one patch.
 
+With ``drop_masked`` the masked patches never enter the encoder (MAE-AST, data2vec 2.0): the
+encoder runs on the kept patches only, gathered out of the sequence with their position
+embedding by the position core's :func:`~speechpos.position.encoder.gather_tokens` (the path
+that makes MP3's step cheap), and a light :class:`MaskedTokenDecoder` puts the encodings back
+at their positions, a learned mask token at every dropped one, and predicts the codes there.
+A conformer's convolution must be off then (dropped tokens break its neighbourhoods); it is
+switched on, zero-initialised, at fine-tuning, as for the position pretrainers.
+
 Example
 -------
 >>> import torch
@@ -23,6 +31,10 @@ Example
 >>> logits, targets = model(torch.randn(2, 200, 80), torch.tensor([1.0, 0.8]))
 >>> logits.shape[1], bool(targets.max() < 32), logits.shape[0] == targets.shape[0]
 (32, True, True)
+>>> dropped = BestRQModel(enc, n_mels=80, patch_frames=4, d_model=16, codebook_size=32, drop_masked=True)
+>>> logits, targets = dropped(torch.randn(2, 200, 80), torch.tensor([1.0, 0.8]))
+>>> logits.shape[1], logits.shape[0] == targets.shape[0]
+(32, True)
 """
 
 from __future__ import annotations
@@ -32,7 +44,52 @@ from speechbrain.lobes.models.BESTRQ import compute_mask
 from speechbrain.nnet.quantisers import RandomProjectionQuantizer
 from torch import nn
 
+from speechpos.position.context import context_from_mask, valid_mask
+from speechpos.position.embedding import SinusoidalPositionEmbedding
+from speechpos.position.encoder import gather_tokens, scatter_tokens
+from speechpos.speech.encoder import build_encoder, convolution_gates
 from speechpos.speech.model import SpeechEncoder
+
+
+class MaskedTokenDecoder(nn.Module):
+    """The light decoder of masked prediction with dropped tokens.
+
+    The encodings of the kept tokens go back to their positions (projected to ``d_decoder``),
+    every dropped position gets one learned mask token, a fixed sinusoidal position signal is
+    added to all, and a small unpositioned transformer mixes them with full attention.
+
+    Arguments
+    ---------
+    d_model : int
+        Width of the encoder.
+    d_decoder : int
+        Width of the decoder (MAE-AST and this toolkit's default: ``d_model // 2``).
+    num_layers, nhead : int
+        Decoder depth and heads.
+    dropout : float
+        Dropout of the decoder layers.
+
+    Example
+    -------
+    >>> from speechpos.position.context import context_from_mask
+    >>> dec = MaskedTokenDecoder(d_model=16, d_decoder=8, num_layers=1, nhead=2)
+    >>> kept = context_from_mask(torch.tensor([[True, False, True, True], [True, True, False, False]]))
+    >>> dec(torch.randn(2, 3, 16), kept, torch.tensor([4, 3])).shape
+    torch.Size([2, 4, 8])
+    """
+
+    def __init__(self, d_model: int, d_decoder: int, num_layers: int = 2, nhead: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.project = nn.Linear(d_model, d_decoder)
+        self.mask_token = nn.Parameter(torch.randn(d_decoder) * 0.02)
+        self.position = SinusoidalPositionEmbedding(d_decoder)
+        self.layers = build_encoder("transformer", num_layers, d_decoder, nhead, 4 * d_decoder, dropout)
+
+    def forward(self, encoded: torch.Tensor, kept, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, C, d_model) encodings of the ``kept`` context's tokens, (B,) token lengths of the
+        whole sequences -> (B, T, d_decoder) outputs at every position."""
+        tokens = scatter_tokens(self.project(encoded), kept, self.mask_token)
+        return self.layers(self.position(tokens), lengths)
 
 
 class BestRQModel(nn.Module):
@@ -54,6 +111,11 @@ class BestRQModel(nn.Module):
         Patches per masked span.
     noise_std : float
         Standard deviation of the noise that replaces masked frames (mean 0).
+    drop_masked : bool
+        Drop the masked patches from the encoder instead of replacing them by noise, and
+        predict their codes with a :class:`MaskedTokenDecoder`.
+    decoder_layers, decoder_dim, decoder_heads : int
+        The decoder's size (``decoder_dim`` default: ``d_model // 2``); used with ``drop_masked``.
     """
 
     def __init__(
@@ -67,17 +129,31 @@ class BestRQModel(nn.Module):
         mask_prob: float = 0.15,
         mask_patches: int = 1,
         noise_std: float = 0.1,
+        drop_masked: bool = False,
+        decoder_layers: int = 2,
+        decoder_dim: int | None = None,
+        decoder_heads: int = 4,
     ):
         super().__init__()
         if encoder.position_embedding is None:
             raise ValueError("BEST-RQ needs an encoder with a position embedding")
+        if drop_masked and any(gate.mode != "off" for gate in convolution_gates(encoder)):
+            raise ValueError(
+                "drop_masked needs the conformer's convolution off (conv_mode: off): the dropped "
+                "tokens break its neighbourhoods; it is switched on at fine-tuning"
+            )
         self.encoder = encoder
         self.patch_frames = patch_frames
         self.mask_prob = mask_prob
         self.mask_frames = mask_patches * patch_frames
         self.noise_std = noise_std
         self.quantizer = RandomProjectionQuantizer(n_mels * patch_frames, codebook_dim, codebook_size)
-        self.head = nn.Linear(d_model, codebook_size)
+        self.drop_masked = drop_masked
+        self.decoder = None
+        if drop_masked:
+            decoder_dim = decoder_dim or d_model // 2
+            self.decoder = MaskedTokenDecoder(d_model, decoder_dim, decoder_layers, decoder_heads)
+        self.head = nn.Linear(decoder_dim if drop_masked else d_model, codebook_size)
 
     def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor):
         """Returns (logits (N, codebook_size), targets (N,)) over the masked patches of the batch."""
@@ -98,8 +174,22 @@ class BestRQModel(nn.Module):
         masked_patches = mask[:: self.patch_frames] // self.patch_frames
         with torch.no_grad():
             targets = self.quantizer(patches[:, masked_patches].float())
-        noisy = feats.clone()
-        noisy[:, mask] = torch.randn(batch, mask.shape[0], mels, device=feats.device) * self.noise_std
-        enc, _ = self.encoder(noisy, (rel_lengths * frames / usable).clamp(max=1.0))
-        logits = self.head(enc[:, masked_patches])
+        rel_usable = (rel_lengths * frames / usable).clamp(max=1.0)
+        if self.drop_masked:
+            out = self._encode_kept_and_decode(feats, rel_usable, masked_patches)
+        else:
+            noisy = feats.clone()
+            noisy[:, mask] = torch.randn(batch, mask.shape[0], mels, device=feats.device) * self.noise_std
+            out, _ = self.encoder(noisy, rel_usable)
+        logits = self.head(out[:, masked_patches])
         return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+    def _encode_kept_and_decode(self, feats, rel_lengths, masked_patches):
+        """The encoder on the kept patches only (with their position embedding), then the
+        decoder on every position."""
+        tokens, lengths = self.encoder.embed(feats, rel_lengths)
+        dropped = torch.zeros(tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        dropped[masked_patches] = True
+        kept = context_from_mask(valid_mask(lengths, tokens.shape[1]) & ~dropped)
+        encoded = self.encoder.encoder(gather_tokens(tokens, kept.index), kept.counts)
+        return self.decoder(encoded, kept, lengths)

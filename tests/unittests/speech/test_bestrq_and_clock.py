@@ -101,3 +101,86 @@ def test_clock_is_restored_by_the_checkpointer(tmp_path):
 def test_clock_refuses_a_non_positive_budget():
     with pytest.raises(ValueError, match="budget_seconds must be positive, got 0"):
         TrainingClock(budget_seconds=0)
+
+
+# ------------------------------------------------------------------ BEST-RQ with dropped masked tokens
+
+
+def dropped_bestrq(kind="conformer", **kw):
+    torch.manual_seed(0)
+    enc = build_speech_encoder(position_embedding=True, kind=kind, conv_mode="off", **SMALL)
+    return BestRQModel(enc, n_mels=80, patch_frames=4, d_model=16, codebook_size=64, drop_masked=True,
+                       decoder_dim=8, decoder_heads=2, **kw)
+
+
+def fixed_mask(monkeypatch, frames):
+    """Every forward masks the same frames (SpeechBrain's compute_mask draws them at random)."""
+    import speechpos.speech.bestrq as bestrq_module
+
+    monkeypatch.setattr(bestrq_module, "compute_mask", lambda *a, **k: torch.as_tensor(frames))
+
+
+def test_dropped_masked_tokens_never_reach_the_encoder_keys_and_values(monkeypatch):
+    model = dropped_bestrq().eval()
+    masked_patches = [1, 2, 5, 9]
+    fixed_mask(monkeypatch, [4 * p + i for p in masked_patches for i in range(4)])
+    feats, rel = torch.randn(2, 48, 80), torch.tensor([1.0, 0.75])  # 12 and 9 patches
+    inputs, attended = [], []
+    model.encoder.encoder.register_forward_hook(lambda mod, args, out: inputs.append(args))
+    for att in model.encoder.encoder.attentions:
+        att.register_forward_hook(lambda mod, args, out: attended.append(args[1].shape[1]))
+    model(feats, rel)
+    tokens, lengths = inputs[0]
+    assert lengths.tolist() == [12 - 4, 9 - 3]  # the kept patches of each utterance
+    assert set(attended) == {8}  # every layer's keys/values: the kept tokens only
+    embedded, _ = model.encoder.embed(feats, rel)
+    kept = [p for p in range(12) if p not in masked_patches]
+    assert torch.allclose(tokens[0], embedded[0, kept])
+    # What the masked patches hold changes nothing the encoder computes.
+    encoded = []
+    model.encoder.encoder.register_forward_hook(lambda mod, args, out: encoded.append(out))
+    other = feats.clone()
+    for p in masked_patches:
+        other[:, 4 * p:4 * p + 4] = torch.randn(2, 4, 80)
+    model(feats, rel), model(other, rel)
+    assert torch.equal(encoded[0], encoded[1])
+
+
+def test_dropped_decoder_sees_a_mask_token_at_every_masked_position(monkeypatch):
+    model = dropped_bestrq().eval()
+    masked_patches = [0, 3, 4, 7]
+    fixed_mask(monkeypatch, [4 * p + i for p in masked_patches for i in range(4)])
+    seen = []
+    model.decoder.layers.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    feats = torch.randn(2, 40, 80)
+    logits, targets = model(feats, torch.ones(2))
+    position = model.decoder.position(torch.zeros(1, 10, 8))[0]
+    for p in range(10):
+        is_mask_token = torch.allclose(seen[0][:, p], model.decoder.mask_token + position[p])
+        assert is_mask_token == (p in masked_patches)
+    assert logits.shape == (2 * len(masked_patches), 64)
+    clean = feats.reshape(2, 10, 320)[:, masked_patches]
+    assert torch.equal(targets, model.quantizer(clean).reshape(-1))
+
+
+def test_one_dropped_step_lowers_the_loss(monkeypatch):
+    model = dropped_bestrq(kind="transformer").train()
+    fixed_mask(monkeypatch, [4 * p + i for p in (1, 2, 6, 8, 11) for i in range(4)])
+    feats = torch.randn(4, 64, 80)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss():
+        torch.manual_seed(1)  # the same dropout both times
+        return torch.nn.functional.cross_entropy(*model(feats, torch.ones(4)))
+
+    before = loss()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    assert loss().item() < before.item()
+
+
+def test_dropped_bestrq_refuses_a_convolution_that_is_on():
+    enc = build_speech_encoder(position_embedding=True, kind="conformer", conv_mode="on", **SMALL)
+    with pytest.raises(ValueError, match="drop_masked needs the conformer's convolution off"):
+        BestRQModel(enc, d_model=16, codebook_size=8, drop_masked=True)
