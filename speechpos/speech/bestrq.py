@@ -2,7 +2,8 @@
 
 SpeechBrain's parts do the work: :func:`speechbrain.lobes.models.BESTRQ.compute_mask` picks
 the masked spans (one mask for the batch, inside its shortest utterance) and
-:class:`speechbrain.nnet.quantisers.RandomProjectionQuantizer` turns each unmasked patch of
+:class:`speechbrain.nnet.quantisers.RandomProjectionQuantizer` (its nearest code found by a
+matmul: :class:`RandomProjectionCodes`) turns each unmasked patch of
 filterbank frames into a codebook index. Masked frames are replaced by Gaussian noise, and a
 linear layer on the encoder output predicts the index of every masked patch, as in
 SpeechBrain's BEST-RQ recipe. The encoder is the :class:`SpeechEncoder` of the MP3 recipes
@@ -49,6 +50,25 @@ from speechpos.position.embedding import SinusoidalPositionEmbedding
 from speechpos.position.encoder import gather_tokens, scatter_tokens
 from speechpos.speech.encoder import build_encoder, convolution_gates
 from speechpos.speech.model import SpeechEncoder
+
+
+class RandomProjectionCodes(RandomProjectionQuantizer):
+    """SpeechBrain's random-projection quantiser, its nearest code found by one matmul.
+
+    SpeechBrain measures the distance of every projected patch to every code by broadcast
+    subtraction, a (B, codes, N, dim) tensor: at 8192 codes that was 40 % of a BEST-RQ step on
+    one CPU thread. Codes and projections are both unit vectors, so the nearest code is the one
+    of largest dot product; the indices are SpeechBrain's (tested), the buffers the same.
+
+    >>> q = RandomProjectionCodes(8, 4, 16)
+    >>> x = torch.randn(2, 5, 8)
+    >>> torch.equal(q(x), RandomProjectionQuantizer.forward(q, x))
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        projected = torch.nn.functional.normalize(x @ self.P, dim=-1)
+        return (projected @ self.CB.T).argmax(dim=-1)
 
 
 class MaskedTokenDecoder(nn.Module):
@@ -147,7 +167,7 @@ class BestRQModel(nn.Module):
         self.mask_prob = mask_prob
         self.mask_frames = mask_patches * patch_frames
         self.noise_std = noise_std
-        self.quantizer = RandomProjectionQuantizer(n_mels * patch_frames, codebook_dim, codebook_size)
+        self.quantizer = RandomProjectionCodes(n_mels * patch_frames, codebook_dim, codebook_size)
         self.drop_masked = drop_masked
         self.decoder = None
         if drop_masked:

@@ -184,3 +184,15 @@ def test_dropped_bestrq_refuses_a_convolution_that_is_on():
     enc = build_speech_encoder(position_embedding=True, kind="conformer", conv_mode="on", **SMALL)
     with pytest.raises(ValueError, match="drop_masked needs the conformer's convolution off"):
         BestRQModel(enc, d_model=16, codebook_size=8, drop_masked=True)
+
+
+def test_the_matmul_quantiser_gives_speechbrains_codes_at_the_recipe_size():
+    from speechbrain.nnet.quantisers import RandomProjectionQuantizer
+
+    from speechpos.speech.bestrq import RandomProjectionCodes
+
+    torch.manual_seed(0)
+    fast = RandomProjectionCodes(320, 16, 8192)
+    patches = torch.randn(4, 50, 320)
+    assert torch.equal(fast(patches), RandomProjectionQuantizer.forward(fast, patches))
+    assert set(fast.state_dict()) == {"P", "CB"}  # checkpoints as SpeechBrain's
