@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny model and batches (a smoke test)")
+    parser.add_argument("--note", default="", help="conditions to state in the report (e.g. what else ran)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_objectives",
                         help="report path without suffix (.md and .json are written)")
     args = parser.parse_args(argv)
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     lines = [
         "# Pretraining step throughput: BEST-RQ, BEST-RQ with dropped masked tokens, position prediction",
         "",
-        f"Machine: {machine}. torch {torch.__version__}, fp32. Whole run {elapsed:.0f} s.",
+        f"Machine: {machine}. torch {torch.__version__}, fp32. Whole run {elapsed:.0f} s. {args.note}".strip(),
         "",
         "Each model is built from its recipe's hparams with the pretraining study's overrides (6-layer "
         "conformer, d 144, 4 heads, 40-ms patches, null key; convolution on for BEST-RQ, off for the "
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"machine": machine, "torch": torch.__version__, "seconds": elapsed, "command": command.strip(),
+        {"machine": machine, "note": args.note, "torch": torch.__version__, "seconds": elapsed, "command": command.strip(),
          "rows": rows}, indent=1) + "\n")
     return 0
 
