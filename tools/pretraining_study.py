@@ -345,9 +345,9 @@ def main(argv=None) -> int:
             setattr(args, key, preset[key])
     t0 = time.time()
 
-    out = args.out
+    out = args.out.resolve()  # the recipes run from their own folder
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    corpus = args.corpus or ROOT / "data" / preset["corpus"]
+    corpus = (args.corpus or ROOT / "data" / preset["corpus"]).resolve()
     budgets = sorted({*args.labels, args.scaling_labels}, key=LOW_LABEL_SECONDS.get)
     prep = made_corpus(corpus, preset["size"], 1234, args.jobs, out / "prep",
                        low_label={b: LOW_LABEL_SECONDS[b] for b in budgets})
