@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Is the pretext solved by adjacency? Dev accuracy by distance to the nearest anchor.
+"""Is the pretext solved by adjacency, or by the edges? Dev accuracy by distance to the nearest
+anchor and to the crop edge.
 
 Loads a finished position-prediction pretraining (a ``pretrain.py`` output folder of the
 LibriSpeech or the SpeechCommands recipe: its ``hyperparams.yaml`` and last checkpoint) and
@@ -8,7 +9,10 @@ validation clips), in two ways:
 
 1. **by distance**: accuracy of every scored target by the distance (in patches) from it to its
    nearest anchor: 1, 2, 3 or >= 4;
-2. **with a gap**: the same model scored only on targets with no context token within ±g
+2. **by edge**: accuracy by the distance from the target to the nearer end of its crop (0, 1,
+   2, 3, >= 4), also over the targets 4 or more patches from every anchor: zero padding in a
+   convolution and the crop boundary leak absolute position near the edges;
+3. **with a gap**: the same model scored only on targets with no context token within ±g
    patches (g = 0, 1, 2, 3; the pretext's ``min_gap`` switch), beside two chance levels: a
    uniform guess over the crop, and a guess uniform over the positions the gap leaves possible
    (those with no context token within ±g), which a model can tell from the anchors alone.
@@ -94,6 +98,32 @@ def distance_bins(positions, scored, hit, anchors, lengths) -> dict:
     return out
 
 
+EDGE_BINS = {"0": (0, 0), "1": (1, 1), "2": (2, 2), "3": (3, 3), ">=4": (4, 10**6)}
+EDGES = tuple(EDGE_BINS)
+
+
+def edge_bins(positions, scored, hit, anchors, lengths) -> dict:
+    """Per bin of distance to the nearer crop edge (0 = the first or last patch, 1, 2, 3, >= 4):
+    [hits, scored targets, hits among targets >= 4 patches from every anchor, such targets].
+    Zero padding in a convolution, or the crop boundary itself, tells a patch how far it is from
+    the edge: accuracy that rises towards the edges, where no anchor is near, is that leak.
+
+    A crop of 6 patches, one anchor at 5; targets at 0 (placed) and 2 (missed):
+
+    >>> bins = edge_bins(torch.tensor([[0, 2]]), torch.tensor([[True, True]]), torch.tensor([[True, False]]),
+    ...                  torch.tensor([[False, False, False, False, False, True]]), torch.tensor([6]))
+    >>> bins["0"], bins["2"]
+    ([1, 1, 1, 1], [0, 1, 0, 0])
+    """
+    edge = torch.minimum(positions, lengths[:, None] - 1 - positions)
+    far = nearest(positions, anchors) >= 4
+    out = {}
+    for name, (lo, hi) in EDGE_BINS.items():
+        sel = scored & (edge >= lo) & (edge <= hi)
+        out[name] = [int((hit & sel).sum()), int(sel.sum()), int((hit & sel & far).sum()), int((sel & far).sum())]
+    return out
+
+
 def load_run(run: Path):
     """(hparams, model, features, normalize) of a finished pretrain.py run, last checkpoint,
     in evaluation mode (the normalisation keeps its saved statistics)."""
@@ -159,6 +189,7 @@ def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) ->
         raise SystemExit(f"{run}: the pretext has no anchors to measure distances to")
     crop = hparams.get("crop_seconds")
     by_dist = {d: [0, 0, 0.0] for d in DISTANCES}  # hits, targets, summed chance given the anchors
+    by_edge = {e: [0, 0, 0, 0] for e in EDGES}  # hits, targets; the same >= 4 patches from every anchor
     by_gap = {g: {"hits": 0, "n": 0, "uniform": 0.0, "gap_chance": 0.0} for g in GAPS}
     trained_gap = pretext.min_gap
     for p in range(passes):
@@ -182,6 +213,8 @@ def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) ->
                 if g == 0:
                     for name, counts in distance_bins(out.positions, out.mask, hit, plan.anchors, lengths).items():
                         by_dist[name] = [a + b for a, b in zip(by_dist[name], counts, strict=True)]
+                    for name, counts in edge_bins(out.positions, out.mask, hit, plan.anchors, lengths).items():
+                        by_edge[name] = [a + b for a, b in zip(by_edge[name], counts, strict=True)]
     pretext.min_gap = trained_gap
     chance = by_gap[0]["uniform"] / max(by_gap[0]["n"], 1)
     return {
@@ -197,6 +230,9 @@ def diagnose(run: Path, passes: int = 2, batch_size: int = 32, seed: int = 0) ->
                             "share": round(100 * n / max(sum(v[1] for v in by_dist.values()), 1), 1),
                             "chance_given_anchors": round(100 * c / max(n, 1), 2)}
                         for d, (h, n, c) in by_dist.items()},
+        "by_edge": {e: {"accuracy": round(100 * h / max(n, 1), 2), "targets": n,
+                        "accuracy_far_from_anchors": round(100 * hf / max(nf, 1), 2), "targets_far_from_anchors": nf}
+                    for e, (h, n, hf, nf) in by_edge.items()},
         "by_gap": {str(g): {"accuracy": round(100 * s["hits"] / max(s["n"], 1), 2), "targets": s["n"],
                             "chance_uniform": round(100 * s["uniform"] / max(s["n"], 1), 2),
                             "chance_given_gap": round(100 * s["gap_chance"] / max(s["n"], 1), 2)}
@@ -302,6 +338,10 @@ def main(argv=None) -> int:
          *[f"share % at {d}" for d in DISTANCES], "chance % (uniform)"],
         [[n, *[f"{r['by_distance'][d]['accuracy']} ({r['by_distance'][d]['chance_given_anchors']})" for d in DISTANCES],
           *[r["by_distance"][d]["share"] for d in DISTANCES], r["chance_accuracy"]] for n, r in results.items()])
+    edge_table = markdown_table(
+        ["run", *[f"acc % at {e} (>= 4 from every anchor)" for e in EDGES], "chance % (uniform)"],
+        [[n, *[f"{r['by_edge'][e]['accuracy']} ({r['by_edge'][e]['accuracy_far_from_anchors']})" for e in EDGES],
+          r["chance_accuracy"]] for n, r in results.items() if "by_edge" in r])
     gap_table = markdown_table(
         ["run", "gap", "dev acc %", "chance % (uniform)", "chance % (given the gap)", "acc / chance given gap",
          "targets"],
@@ -320,6 +360,11 @@ def main(argv=None) -> int:
     )
     report = "\n\n".join([
         setup, "### Accuracy by distance to the nearest anchor", dist_table,
+        "### Accuracy by distance to the crop edge",
+        "Distance in patches from each scored target to the nearer end of its crop (0: the first or last "
+        "patch); in brackets the same over targets 4 or more patches from every anchor, where adjacency "
+        "cannot place them. Accuracy rising towards the edges there is position leaking from the edge "
+        "(convolution padding, the crop boundary).", edge_table,
         "### Scored with a gap", gap_table,
         "### What it says", "\n".join(f"- {conclusion(n, r)}" for n, r in results.items()),
     ])

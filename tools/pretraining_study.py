@@ -265,6 +265,61 @@ def scaling_verdicts(scaling: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gains_over_scratch(rows: list[dict], labels: str) -> list[dict]:
+    """Each pretrained row's mean gain over scratch on the same seeds (relative %, WER and CER).
+
+    >>> rows = [{"name": "scratch, sinusoidal PE", "labels": "1h", "seed": s, "test_clean_wer": 80.0,
+    ...          "test_clean_cer": 40.0} for s in (0, 1)]
+    >>> rows += [{"name": "X, zero-init PE", "labels": "1h", "seed": 0, "test_clean_wer": 76.0, "test_clean_cer": 36.0}]
+    >>> gains_over_scratch(rows, "1h")
+    [{'row': 'X, zero-init PE', 'seeds': 1, 'wer_gain_pct': 5.0, 'cer_gain_pct': 10.0}]
+    """
+    scratch = {r["seed"]: r for r in rows if r["name"] == "scratch, sinusoidal PE" and r["labels"] == labels}
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rows if r["labels"] == labels):
+        mine = [r for r in rows if r["name"] == name and r["labels"] == labels and r["seed"] in scratch]
+        if name.startswith(("scratch", "probe")) or not mine:
+            continue
+        point = {"row": name, "seeds": len(mine)}
+        for metric in ("wer", "cer"):
+            ours = statistics.mean(m[f"test_clean_{metric}"] for m in mine)
+            base = statistics.mean(scratch[m["seed"]][f"test_clean_{metric}"] for m in mine)
+            point[f"{metric}_gain_pct"] = round(100 * (base - ours) / base, 1)
+        out.append(point)
+    return out
+
+
+def reference_comparison(rows: list[dict], pre: dict, labels: str, reference: Path) -> tuple[str, list[dict]]:
+    """This invocation's gains over its own scratch rows beside an earlier report's scaling
+    points (gain over that report's scratch, same label budget), with the audio each pretraining
+    saw: the fair axis when the two ran on different machines. Returns (markdown, table rows)."""
+    earlier = json.loads(reference.read_text())
+    table = []
+    for g in gains_over_scratch(rows, labels):
+        pretrainer = g["row"].split(", zero-init PE")[0].split(", no PE")[0]
+        p = pre.get(pretrainer, {})
+        table.append({"source": "this report", "row": g["row"], "pretrain_minutes": p.get("pretrain_minutes"),
+                      "audio_hours": p.get("audio_hours"), "wer_gain_pct": g["wer_gain_pct"],
+                      "cer_gain_pct": g["cer_gain_pct"], "seeds": g["seeds"]})
+    for point in earlier.get("scaling", []):
+        if point["labels"] != labels:
+            continue
+        minutes = point["minutes"]
+        key = next((k for k, v in earlier.get("pretraining", {}).items()
+                    if k.split(" @ ")[0] == point["pretrainer"] and abs(v["pretrain_minutes"] - minutes) < 1), None)
+        table.append({"source": reference.name, "row": f"{point['pretrainer']}, {minutes:g} min pretraining",
+                      "pretrain_minutes": minutes,
+                      "audio_hours": earlier["pretraining"][key]["audio_hours"] if key else None,
+                      "wer_gain_pct": point["relative_gain_pct"], "cer_gain_pct": point["relative_cer_gain_pct"],
+                      "seeds": point["seeds"]})
+    text = markdown_table(
+        ["report", "row", "pretraining min", "audio h seen", "WER gain over scratch %", "CER gain over scratch %",
+         "seeds"],
+        [[t["source"], t["row"], t["pretrain_minutes"], t["audio_hours"], t["wer_gain_pct"], t["cer_gain_pct"],
+          t["seeds"]] for t in table])
+    return text, table
+
+
 def per_seed(mean_gain: float, gains: dict) -> str:
     """A gain cell: the mean, and each seed's gain when there are several.
 
@@ -327,6 +382,9 @@ def main(argv=None) -> int:
                         help="run nothing: write the report from the runs already finished (the others are "
                              "listed as not run)")
     parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report's setup")
+    parser.add_argument("--reference", type=Path,
+                        help="an earlier report's JSON whose scaling points (gain over its own scratch) are set "
+                             "beside this invocation's gains, with the audio each pretraining saw")
     parser.add_argument("--report", default=None,
                         help="name of the docs/<report>.{md,json,png} files (default: the preset's); a separate "
                              "invocation (e.g. one budget at more steps) keeps the main report")
@@ -579,6 +637,12 @@ def main(argv=None) -> int:
         "the machine hits every setting alike; absolute times depend on it, the speed-ups less).",
         speed_table,
     ]
+    reference = []
+    if args.reference:
+        text, reference = reference_comparison(rows, pre, args.scaling_labels, args.reference)
+        parts += [f"### Gain over scratch beside `{args.reference.name}` ({args.scaling_labels} of labels)",
+                  "Each gain against scratch trained alike on the same seeds, in its own report (two "
+                  "machines: compare the audio each pretraining saw, not its minutes).", text]
     ceiling = args.docs / "pretraining_study_ceiling.md"
     name = args.report or preset["report"]
     if name == "pretraining_study" and ceiling.is_file():
@@ -590,7 +654,7 @@ def main(argv=None) -> int:
     (args.docs / f"{name}.json").write_text(json.dumps({
         "setup": setup, "rows": rows, "pretraining": pre, "verdicts": verdicts, "scaling": scaling,
         "step_speedup_fp32": speed["step_speedup_fp32"], "step_speedup_bf16": speed["step_speedup_bf16"],
-        "step_speed_rows": speed["rows"],
+        "step_speed_rows": speed["rows"], "reference_comparison": reference,
     }, indent=1))
     plot(rows, args.labels, args.docs / f"{name}.png")
     if scaling:

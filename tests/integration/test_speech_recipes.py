@@ -612,6 +612,11 @@ def test_shortcut_diagnosis_splits_targets_by_distance(gapped_views_run, tmp_pat
     assert result["data"] == "dev-clean crops" and result["patch_ms"] == 40
     assert all(result["chance_accuracy"] <= v["chance_given_anchors"] <= 100
                for v in result["by_distance"].values() if v["targets"])
+    edges = result["by_edge"]
+    assert sum(v["targets"] for v in edges.values()) == sum(v["targets"] for v in result["by_distance"].values())
+    assert all(v["targets_far_from_anchors"] <= v["targets"] for v in edges.values())
+    assert edges["0"]["targets"] > 0 and "### Accuracy by distance to the crop edge" in (
+        tmp_path / "pretext_shortcut.md").read_text()
     gaps = result["by_gap"]
     assert gaps["0"]["targets"] > gaps["1"]["targets"] > gaps["2"]["targets"] > 0
     assert gaps["2"]["chance_given_gap"] > gaps["0"]["chance_given_gap"] >= gaps["0"]["chance_uniform"]
