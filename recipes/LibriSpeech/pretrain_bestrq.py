@@ -11,6 +11,13 @@ Usage (from this folder, or with the paths from the repository root)::
 
     python pretrain_bestrq.py hparams/bestrq.yaml --data_folder=/path/to/LibriSpeech
     python pretrain_bestrq.py hparams/bestrq.yaml --max_train_seconds=600   # equal-time runs
+    python pretrain_bestrq.py hparams/bestrq.yaml --drop_masked=True --encoder_kind=conformer \
+        --conv_mode=off     # masked patches dropped from the encoder: over twice the audio per second
+
+With ``drop_masked`` the encoder runs on the kept patches only (MP3's gathered path) and a light
+decoder predicts the masked codes; ``encoder.ckpt`` holds the encoder alone, loaded by
+``asr_ctc.py`` as BEST-RQ's (with ``--pretrained_conv_mode=off`` for a conformer, whose
+convolution is then switched on, zero-initialised).
 
 Writes the same files as pretrain.py: ``encoder.ckpt`` (position embedding included; load it
 with ``asr_ctc.py --pretrained_encoder=...``), ``train_log.txt`` (loss and masked-code accuracy)

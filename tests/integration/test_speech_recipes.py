@@ -447,6 +447,32 @@ def test_ctc_runs_a_fixed_step_count_from_the_bestrq_encoder(bestrq_run, tiny_li
     assert result["checkpoint_steps"] in (2, 4, 5)  # the end of an epoch, or the last step
 
 
+def test_dropped_bestrq_learns_and_its_encoder_fine_tunes_as_bestrq_s(tiny_librispeech, tmp_path):
+    """BEST-RQ with the masked patches dropped from a conformer (convolution off): the loss falls,
+    and asr_ctc.py loads the encoder, position embedding included, switching the convolution on."""
+    import json
+
+    pre = tmp_path / "dropped"
+    run_recipe(
+        "pretrain_bestrq.py", "hparams/bestrq.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={pre}", "--number_of_epochs=8", "--codebook_size=64", "--drop_masked=True",
+        "--encoder_kind=conformer", "--conv_mode=off", "--decoder_heads=2", *TINY_MODEL,
+    )
+    stats = log_stats(pre / "train_log.txt")
+    assert stats[-1]["train loss"] < 0.9 * stats[0]["train loss"]
+    assert stats[-1]["train code_acc"] > max(stats[0]["train code_acc"], 2 / 64)
+    out = tmp_path / "ctc"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={out}", "--number_of_epochs=1000", "--optimizer_step_limit=2",
+        "--train_samples_per_epoch=8", "--speed_perturb=False", f"--pretrained_encoder={pre / 'encoder.ckpt'}",
+        *TINY_MODEL, *[a.replace("transformer", "conformer") for a in PRETRAINED_ARCHITECTURE],
+        "--pretrained_conv_mode=off",
+    )
+    assert "kept initial values of []" in (out / "log.txt").read_text()  # PE and all weights loaded
+    assert json.loads((out / "results.json").read_text())["test-clean"]["steps_trained"] == 2
+
+
 def test_pretraining_stops_at_its_time_budget_and_keeps_snapshots(tiny_librispeech, tmp_path):
     import json
 
