@@ -617,14 +617,25 @@ def made_corpus(corpus: Path, size: str | None, seed: int, jobs: int, prep: Path
     CSV manifests into ``prep`` (both skipped when done); returns ``prep``.
 
     ``size=None`` takes ``corpus`` as it is (made elsewhere, or carried to a machine without the
-    speech engines by ``tools/pack_corpus.py``): only the manifests are written."""
-    from speechpos.corpora.librispeech import make_corpus
+    speech engines by ``tools/pack_corpus.py``): only the manifests are written. So is a
+    LibriSpeech-layout folder of the user's (:func:`make_or_use_corpus`)."""
     from speechpos.speech.data.librispeech import prepare_librispeech
 
     if size is not None:
-        make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
+        make_or_use_corpus(corpus, size, seed, jobs)
     elif not (Path(corpus) / "train-clean-100").is_dir():
         raise FileNotFoundError(f"{corpus}: no train-clean-100 folder, not a LibriSpeech-layout corpus")
     prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],
                         te_splits=["test-clean"], low_label=low_label, progress=False)
     return prep
+
+
+def make_or_use_corpus(corpus: Path, size: str, seed: int, jobs: int) -> None:
+    """Make the generated corpus in ``corpus`` (skipped when done), or, where ``corpus`` is a
+    LibriSpeech-layout folder not made by it, use that as it is: nothing is written into it."""
+    from speechpos.corpora.librispeech import foreign_corpus, make_corpus
+
+    if foreign_corpus(corpus):
+        print(f"{corpus}: a LibriSpeech-layout corpus not made here, used as it is", flush=True)
+        return
+    make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)

@@ -348,7 +348,12 @@ def check_loaded(pretrainer, folder: Path) -> None:
         if not isinstance(obj, torch.nn.Module) or isinstance(obj, InputNormalization):
             continue  # statistics are saved by their own saver, not as a state dict
         path = folder / f"{name}.ckpt"
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not path.is_file():
+            raise ExportError(f"{path}: missing, the exported folder has no weights for {name}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a file that is not a checkpoint
+            raise ExportError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
         problems = state_mismatches(obj.state_dict(), state, optional=())
         if problems:
             raise ExportError(f"{path}: does not fit {name}: {'; '.join(problems)}")
