@@ -25,7 +25,7 @@ TINY_MODEL = [
 
 
 def run_recipe(script, hparams, *args, check=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (a fresh interpreter)
     env.setdefault("OMP_NUM_THREADS", "2")  # one under pytest-xdist (conftest)
     proc = run_python(
         [sys.executable, str(RECIPES / script), hparams, *args],
