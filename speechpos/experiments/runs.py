@@ -134,13 +134,14 @@ def _forkserver():
 
 
 def startup_env(env: dict) -> dict:
-    """The variables of ``env`` that Python reads when it starts (``PYTHON*``): in a forked child
-    they would do nothing, so a run whose values differ from the server's gets an interpreter.
+    """The variables of ``env`` that Python reads when it starts (``PYTHON*``, not ``PYTHON`` or
+    ``PYTHON_*``, which are other programs' names): in a forked child they would do nothing, so a
+    run whose values differ from the server's gets an interpreter.
 
-    >>> startup_env({"PYTHONHASHSEED": "0", "HOME": "/home/me", "PYTHONUNBUFFERED": "1"})
+    >>> startup_env({"PYTHONHASHSEED": "0", "HOME": "/home/me", "PYTHONUNBUFFERED": "1", "PYTHON_VERSION": "3.11"})
     {'PYTHONHASHSEED': '0', 'PYTHONUNBUFFERED': '1'}
     """
-    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHON" and not k.startswith("PYTHON_")}
 
 
 def _stamp(path: str):
