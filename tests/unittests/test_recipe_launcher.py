@@ -267,7 +267,8 @@ with open(out / "starts", "a") as f:
 while step < STEPS:
     time.sleep(0.1)
     step += 1
-    ckpt.write_text(str(step))
+    (out / "ckpt.tmp").write_text(str(step))
+    os.replace(out / "ckpt.tmp", ckpt)  # as a checkpointer does: never a torn checkpoint
 (out / "done").write_text("ok")
 """
 TOOL = """import sys
@@ -315,7 +316,7 @@ def test_a_tool_killed_without_a_word_takes_its_run_along_and_the_rerun_resumes_
     trained the folder beside it. The run now dies with its tool and holds its own lock."""
     out = tmp_path / "out"
     first = start_tool(tmp_path, "first", steps=600)
-    wait_for(lambda: (out / "ckpt").is_file() and int((out / "ckpt").read_text() or 0) >= 3, "training")
+    wait_for(lambda: (out / "ckpt").is_file() and int((out / "ckpt").read_text()) >= 3, "training")
     (trainer, step0), = starts(out)
     assert (out / ".run.lock").read_text() == f"{trainer}\n"  # the run's lock is its trainer's
     first.kill()
@@ -338,7 +339,7 @@ def test_two_tools_over_one_folder_never_train_it_at_once(tmp_path):
     over only once the first's run has stopped, and resumes it."""
     out = tmp_path / "out"
     first = start_tool(tmp_path, "first", steps=600)
-    wait_for(lambda: (out / "ckpt").is_file() and int((out / "ckpt").read_text() or 0) >= 3, "training")
+    wait_for(lambda: (out / "ckpt").is_file() and int((out / "ckpt").read_text()) >= 3, "training")
     (trainer, _), = starts(out)
     second = start_tool(tmp_path, "second", steps=600)
     wait_for(lambda: "train: being trained by another process; waiting for it"
