@@ -36,6 +36,35 @@ def resolve_hparams_path(path: str, script_file: str) -> str:
     raise ConfigError(f"hparams file not found: {path}")
 
 
+def take_ckpt_interval_minutes(argv: list[str]) -> tuple[list[str], float | None]:
+    """``--ckpt_interval_minutes`` taken out of ``argv`` as a number of minutes that may be a
+    fraction (SpeechBrain's parser wants an int; its Brain compares minutes as floats), so a
+    short run can checkpoint every few seconds.
+
+    >>> take_ckpt_interval_minutes(["x.yaml", "--ckpt_interval_minutes=0.05", "--seed=1"])
+    (['x.yaml', '--seed=1'], 0.05)
+    >>> take_ckpt_interval_minutes(["x.yaml", "--ckpt_interval_minutes", "2"])
+    (['x.yaml'], 2.0)
+    >>> take_ckpt_interval_minutes(["x.yaml", "--ckpt_interval_minutes=soon"])
+    Traceback (most recent call last):
+    speechpos.recipes.ConfigError: --ckpt_interval_minutes must be a number of minutes, got 'soon'
+    """
+    rest, minutes, argv = [], None, list(argv)
+    while argv:
+        arg = argv.pop(0)
+        name, eq, value = arg.partition("=")
+        if name != "--ckpt_interval_minutes":
+            rest.append(arg)
+            continue
+        if not eq:
+            value = argv.pop(0) if argv else ""
+        try:
+            minutes = float(value)
+        except ValueError as err:
+            raise ConfigError(f"--ckpt_interval_minutes must be a number of minutes, got {value!r}") from err
+    return rest, minutes
+
+
 def load_recipe_hparams(argv: list[str], script_file: str, default_hparams: str | None = None):
     """Parse ``script.py hparams.yaml --key=value ...`` as SpeechBrain does, and load the yaml.
 
@@ -47,7 +76,11 @@ def load_recipe_hparams(argv: list[str], script_file: str, default_hparams: str 
     argv = list(argv)
     if default_hparams and (not argv or argv[0].startswith("-")):
         argv.insert(0, default_hparams)
+    argv, minutes = take_ckpt_interval_minutes(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if minutes is not None:
+        run_opts = dataclasses.replace(run_opts, ckpt_interval_minutes=minutes,
+                                       overridden_args={*run_opts.overridden_args, "ckpt_interval_minutes"})
     # SpeechBrain 1.1.2 parses options whose default is None as strings; the step limit is an int.
     limit = run_opts.get("optimizer_step_limit")
     if isinstance(limit, str):

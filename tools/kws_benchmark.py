@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechpos.corpora.speech_commands import make_kws_corpus
+from speechpos.corpora.speech_commands import foreign_kws_corpus, make_kws_corpus
 from speechpos.experiments.plots import markdown_table, plot_class_confusion
 from speechpos.experiments.runs import Run, run_all, seed_limits
 from speechpos.speech.data.speech_commands import prepare_speech_commands
@@ -394,7 +394,7 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
-    parser.add_argument("--data", help="Speech Commands folder (made if absent; default data/kws_<size>)")
+    parser.add_argument("--data", help="Speech Commands folder: yours is used as it is; made if absent (default data/kws_<size>)")
     parser.add_argument("--out", help="run folders (default results/kws_benchmark/<preset>)")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the md/json/png go")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
@@ -426,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     data = Path(args.data or ROOT / "data" / f"kws_{preset['corpus']}{suffix}").resolve()
     out = Path(args.out or ROOT / "results" / "kws_benchmark" / args.preset).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs, held_out_engine=args.held_out_engine)
+    if foreign_kws_corpus(data):
+        print(f"{data}: a Speech Commands folder not made here, used as it is", flush=True)
+    else:
+        make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs, held_out_engine=args.held_out_engine)
     prepare_speech_commands(data, out / "prep", task="12")
     row_set = ROW_SETS[args.rows]
     first, second = plan_runs(preset, seeds, data, out, limits, row_set)

@@ -61,6 +61,29 @@ def make_digits_imagefolder(
     return counts
 
 
+def digits_or_existing(data: str | Path) -> bool:
+    """The digits written into ``data`` (new, empty, or made here before), or a folder of the
+    user's used as it is, never written into: True when it is the user's. One that is not an
+    ImageFolder (``train/`` and ``val/``, a folder per class) is refused.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "notes.txt").write_text("mine") and digits_or_existing(root)
+    Traceback (most recent call last):
+    ValueError: ...: not an ImageFolder (no train/ and val/ folders of one folder per class) and not made by make_digits_imagefolder; point --data at an ImageFolder, or at a new folder for the digits
+    """
+    data = Path(data)
+    if not data.is_dir() or (data / MARKER).is_file() or not any(data.iterdir()):
+        make_digits_imagefolder(data)
+        return False
+    classes = [sorted(p.name for p in (data / split).iterdir() if p.is_dir()) if (data / split).is_dir() else []
+               for split in ("train", "val")]
+    if not classes[0] or not classes[1]:
+        raise ValueError(f"{data}: not an ImageFolder (no train/ and val/ folders of one folder per class) and not "
+                         "made by make_digits_imagefolder; point --data at an ImageFolder, or at a new folder for the digits")
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/digits", help="ImageFolder root to write")

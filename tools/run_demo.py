@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = p.parse_args(argv)
 
-    from speechpos.corpora.librispeech import make_corpus
+    from speechpos.experiments.runs import make_or_use_corpus
 
     out = (ROOT / args.out).resolve()
     corpus = (ROOT / args.corpus).resolve()
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     print(f"[1/3] corpus ({size}) -> {corpus}", flush=True)
-    make_corpus(corpus, size=size, seed=args.seed, jobs=2, progress=False)
+    make_or_use_corpus(corpus, size, args.seed, 2)
     print(f"      {time.time() - t0:.0f} s", flush=True)
 
     pp_out = out / "pretrain"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_digits_imagefolder import make_digits_imagefolder  # noqa: E402
+from make_digits_imagefolder import digits_or_existing  # noqa: E402
 
 RECIPES = ROOT / "recipes" / "ImageNet"
 
@@ -138,7 +138,7 @@ def forward_cell(seconds: list[dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="data/digits", help="digits ImageFolder (made if absent)")
+    parser.add_argument("--data", default="data/digits", help="ImageFolder: yours is used as it is; the digits are made if absent")
     parser.add_argument("--out", default="results/vision_benchmark")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--pretrain-epochs", type=int, default=30)
@@ -147,7 +147,11 @@ def main() -> None:
     args = parser.parse_args()
 
     data = ROOT / args.data
-    make_digits_imagefolder(data)
+    try:
+        if digits_or_existing(data):
+            print(f"{data}: an ImageFolder not made here, used as it is", file=sys.stderr)
+    except ValueError as err:
+        parser.error(str(err))
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ROWS if not args.rows or any(s in r[0] for s in args.rows)]

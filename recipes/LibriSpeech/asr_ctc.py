@@ -58,6 +58,7 @@ from speechpos.speech.data.dataio import audio_dataset
 from speechpos.speech.encoder import set_convolution_mode
 from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, check_overlap, lm_sentences
 from speechpos.speech.model import load_encoder_state
+from speechpos.speech.patches import feature_lengths
 from speechpos.speech.pretraining import ClockedBrain, peak_memory_mib
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class CTCFineTune(ClockedBrain):
         if stage == sb.Stage.TRAIN and self.hparams.speed_perturb:
             wavs = self.hparams.speed_perturber(wavs)
         feats = self.hparams.compute_features(wavs)
+        # A file's frames as it has alone (see feature_lengths), whatever its batch.
+        wav_lens = feature_lengths(wav_lens, wavs.shape[1], feats.shape[1],
+                                   self.hparams.compute_features.compute_STFT.hop_length)
         feats = self.modules.normalize(feats, wav_lens)
         if stage == sb.Stage.TRAIN and self.hparams.spec_augment:
             feats = self.hparams.time_drop(feats)

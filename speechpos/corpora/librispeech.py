@@ -369,6 +369,20 @@ def _settings(size: str, seed: int, spec: SizeSpec, engines: Sequence[str],
             "chapter_utts": spec.chapter_utts, "speakers": dict(spec.speakers)}
 
 
+def foreign_corpus(out: str | Path) -> bool:
+    """A LibriSpeech-layout folder that :func:`make_corpus` did not make (LibriSpeech itself, or
+    one's own): a tool pointed at it uses it as it is and never writes into it.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> foreign_corpus(root), (root / TRAIN).mkdir(), foreign_corpus(root)
+    (False, None, True)
+    """
+    out = Path(out)
+    return (not (out / MANIFEST).is_file() and not (out / IN_PROGRESS).is_file()
+            and any((out / split).is_dir() for split in SPLITS))
+
+
 def _prepare_output(out: Path, settings: dict, overwrite: bool) -> bool:
     """Return True if a finished corpus with these settings is already there; clear a stale one."""
     manifest = out / MANIFEST

@@ -302,6 +302,19 @@ def _run_jobs(work: list, jobs: int):
         yield from pool.imap_unordered(_render_speaker, work)
 
 
+def foreign_kws_corpus(out: str | Path) -> bool:
+    """A Speech Commands-layout folder that :func:`make_kws_corpus` did not make (Google's, or
+    one's own): a tool pointed at it uses it as it is and never writes into it.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> foreign_kws_corpus(root), (root / "yes").mkdir(), foreign_kws_corpus(root)
+    (False, None, True)
+    """
+    out = Path(out)
+    return not (out / MANIFEST).is_file() and any((out / word).is_dir() for word in WORDS_V2)
+
+
 def _finished(out: Path, settings: dict, overwrite: bool) -> bool:
     manifest = out / MANIFEST
     if manifest.is_file() and not overwrite:

@@ -35,6 +35,7 @@ from speechpos.speech.ctc import (
 )
 from speechpos.speech.data.audio import min_samples_for_patch, read_audio_converted
 from speechpos.speech.model import load_encoder_state
+from speechpos.speech.patches import feature_lengths
 
 
 class RunError(ValueError):
@@ -128,8 +129,10 @@ class SpeechModel:
     def encode_batch(self, wavs: torch.Tensor, rel_lengths: torch.Tensor, return_hidden: bool = False):
         """(B, samples) -> encoder output (and hidden states), token lengths."""
         wavs, rel_lengths = wavs.to(self.device), rel_lengths.to(self.device)
-        feats = self.normalize(self.compute_features(wavs), rel_lengths)
-        return self.encoder(feats, rel_lengths, return_hidden=return_hidden)
+        feats = self.compute_features(wavs)
+        feat_lens = feature_lengths(rel_lengths, wavs.shape[1], feats.shape[1],
+                                    self.compute_features.compute_STFT.hop_length)
+        return self.encoder(self.normalize(feats, feat_lens), feat_lens, return_hidden=return_hidden)
 
     @torch.no_grad()
     def ctc_log_probs(self, wavs: torch.Tensor, rel_lengths: torch.Tensor):

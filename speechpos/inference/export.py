@@ -3,7 +3,7 @@
 :func:`export_run` writes, from the run's best checkpoint (lowest dev WER):
 
 - ``hyperparams.yaml`` in SpeechBrain's inference layout: ``encoder`` is a
-  ``LengthsCapableSequential`` of filterbank -> normalisation -> speechpos encoder -> CTC
+  :class:`~speechpos.inference.ctc_pipeline.CTCPipeline` of filterbank -> normalisation -> speechpos encoder -> CTC
   layer -> log-softmax, with ``modules``, ``tokenizer``, ``decoding_function`` (greedy) and a
   ``pretrainer`` that loads the files below;
 - ``encoder.ckpt``, ``ctc_lin.ckpt`` (state dicts) and ``normalizer.ckpt`` (SpeechBrain's
@@ -84,23 +84,22 @@ ctc_lin: !new:speechbrain.nnet.linear.Linear
     input_size: !ref <d_model>
     n_neurons: {n_units}
 
-log_softmax: !new:speechbrain.nnet.activations.Softmax
-    apply_log: True
-
-encoder: !new:speechbrain.nnet.containers.LengthsCapableSequential
+# Padding-independent: a file decodes the same alone and in any batch (speechpos.inference.ctc_pipeline).
+encoder: !new:speechpos.inference.ctc_pipeline.CTCPipeline
     compute_features: !ref <compute_features>
     normalize: !ref <normalize>
     encoder_model: !ref <encoder_model>
     ctc_lin: !ref <ctc_lin>
-    log_softmax: !ref <log_softmax>
+    blank_index: !ref <blank_index>
 
 audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
     sample_rate: !ref <sample_rate>
 
 tokenizer: {tokenizer}
 
-decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
+decoding_function: !name:speechpos.inference.ctc_pipeline.greedy_decode_ids
     blank_id: !ref <blank_index>
+    space_id: {space_id}
 
 modules:
     encoder: !ref <encoder>
@@ -187,9 +186,11 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None,
     torch.save(model.encoder.state_dict(), out / "encoder.ckpt")
     model.normalize._save(out / "normalizer.ckpt")
     ctc_state = model.ctc_lin.state_dict()
+    space_id = "null"
     if token_type == "char":
         model.tokenizer.encoder.save(out / "tokenizer.ckpt")
         tokenizer = "!new:speechbrain.dataio.encoder.CTCTextEncoder"
+        space_id = model.tokenizer.encoder.lab2ind.get(" ", "null")
     else:
         rows = sentencepiece_rows(len(model.tokenizer))
         ctc_state = {k: v[rows].clone() for k, v in ctc_state.items()}
@@ -209,6 +210,7 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None,
             norm_type=model.normalize.norm_type, name="encoder_model", encoder_args=encoder_args),
         n_units=n_units,
         tokenizer=tokenizer,
+        space_id=space_id,
     ), encoding="utf-8")
     results = _read_json(run / "results.json")
     meta = {"format": 1, "source_run": str(run.resolve()), "token_type": token_type,
@@ -346,7 +348,12 @@ def check_loaded(pretrainer, folder: Path) -> None:
         if not isinstance(obj, torch.nn.Module) or isinstance(obj, InputNormalization):
             continue  # statistics are saved by their own saver, not as a state dict
         path = folder / f"{name}.ckpt"
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not path.is_file():
+            raise ExportError(f"{path}: missing, the exported folder has no weights for {name}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a file that is not a checkpoint
+            raise ExportError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
         problems = state_mismatches(obj.state_dict(), state, optional=())
         if problems:
             raise ExportError(f"{path}: does not fit {name}: {'; '.join(problems)}")

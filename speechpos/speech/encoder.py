@@ -11,10 +11,9 @@ layer's convolution module and decides what it sees:
 - ``"shuffled"``: the valid tokens of each example are randomly permuted before the
   convolution and put back after it, so its kernel sees random neighbours and no edges.
 
-In every mode padded tokens are zeroed before the convolution (SpeechBrain masks only its
-output), so what padding *holds* never reaches valid tokens. With the convolution on, the
-amount of padding still shows at the last valid tokens (the module's pointwise layer has a bias),
-as in SpeechBrain's conformer; that mode leaks position anyway and is meant for fine-tuning.
+In every mode padded tokens are zeroed right before the depthwise convolution (SpeechBrain
+masks only the module's output, and its pointwise layer before the depthwise one has a bias, so
+padding reached the last valid tokens), so a file's encodings are the same alone and in a batch.
 
 Example
 -------
@@ -63,12 +62,25 @@ class ConvolutionGate(nn.Module):
         if mask is not None:
             x = x.masked_fill(mask, 0.0)
         if self.mode == "on":
-            return self.conv(x, mask, dynchunktrain_config=dynchunktrain_config)
+            return self._convolve(x, mask, dynchunktrain_config)
         perm = _shuffle_valid(x.shape[0], x.shape[1], mask, x.device)
         shuffled = torch.gather(x, 1, perm.unsqueeze(-1).expand_as(x))
-        out = self.conv(shuffled, mask, dynchunktrain_config=dynchunktrain_config)
+        out = self._convolve(shuffled, mask, dynchunktrain_config)
         inverse = torch.argsort(perm, dim=1)
         return torch.gather(out, 1, inverse.unsqueeze(-1).expand_as(out))
+
+
+    def _convolve(self, x, mask, dynchunktrain_config):
+        """SpeechBrain's ``ConvolutionModule.forward`` with padding zeroed before the depthwise
+        convolution too (its chunked streaming path is SpeechBrain's own)."""
+        conv = self.conv
+        if mask is None or dynchunktrain_config is not None:
+            return conv(x, mask, dynchunktrain_config=dynchunktrain_config)
+        out = conv.bottleneck(conv.layer_norm(x).transpose(1, 2))
+        out = conv.conv(out.masked_fill(mask.transpose(1, 2), 0.0))
+        if conv.causal:
+            out = out[..., : -conv.padding]
+        return conv.after_conv(out.transpose(1, 2)).masked_fill(mask, 0.0)
 
 
 def _shuffle_valid(batch: int, length: int, mask, device) -> torch.Tensor:

@@ -7,7 +7,8 @@ Two strided 3x3 convolution blocks over (time x mel) subsample the filterbanks f
 (features and relative lengths in, tokens and token counts out), so the same encoder body runs
 behind either front-end. Its zero padding at the utterance edges tells tokens where the edges
 are (a position leak, measured by ``tools/measure_leak.py``): it is for CTC, not for
-position-prediction pretraining.
+position-prediction pretraining. Padded frames of a batch are zeroed before each convolution, so
+a file's tokens are the same alone and in a batch.
 
 Example
 -------
@@ -69,11 +70,32 @@ class ConvFrontEnd(nn.Module):
             raise ValueError(
                 f"input of {frames} frames is shorter than one token ({self.subsampling} frames)"
             )
-        out = self.conv(feats)  # (B, T', mels', C)
-        tokens = self.proj(out.reshape(out.shape[0], out.shape[1], -1))
         valid = torch.round(rel_lengths.float().to(feats.device) * frames).long()
-        lengths = torch.clamp(_ceil_div(_ceil_div(valid, 2), 2), max=tokens.shape[1])
-        return tokens, lengths
+        out = feats
+        for block in self.conv.values():
+            # The padded frames next to each file's end hold what SpeechBrain's reflect padding
+            # gives the file alone: its last tokens do not depend on what pads the batch.
+            out = _pad_as_alone(out, valid, block.convs.conv_0.kernel_size[0] // 2)
+            out = block(out)  # (B, T', mels', C)
+            valid = _ceil_div(valid, 2)
+        tokens = self.proj(out.reshape(out.shape[0], out.shape[1], -1))
+        return tokens, torch.clamp(valid, max=tokens.shape[1])
+
+
+def _pad_as_alone(x: torch.Tensor, valid: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` (B, T, ...) with each example's ``width`` steps after its ``valid`` ones reflected
+    (``x[v + i] = x[v - 2 - i]``, as ``F.pad(mode="reflect")`` pads a file alone), the rest zero.
+
+    >>> _pad_as_alone(torch.arange(1.0, 7.0)[None], torch.tensor([4]), 1).tolist()
+    [[1.0, 2.0, 3.0, 4.0, 3.0, 0.0]]
+    """
+    pad = torch.arange(x.shape[1], device=x.device)[None, :] >= valid[:, None]  # (B, T)
+    out = x.masked_fill(pad.view(*pad.shape, *([1] * (x.dim() - 2))), 0.0)
+    for i in range(width):
+        target, source = valid + i, valid - 2 - i
+        rows = torch.nonzero((target < x.shape[1]) & (source >= 0)).flatten()
+        out[rows, target[rows]] = x[rows, source[rows]]
+    return out
 
 
 def _ceil_div(a, b):

@@ -18,6 +18,21 @@ import torch
 from torch import nn
 
 
+def feature_lengths(wav_lens: torch.Tensor, num_samples: int, num_frames: int, hop_length: int) -> torch.Tensor:
+    """Relative lengths of the filterbank frames of a padded batch, from those of its waveforms.
+
+    A centred STFT gives ``1 + samples // hop`` frames: a file alone has that many, so in a batch
+    it must have as many, not ``round(wav_len * frames)``, which is one fewer for some lengths
+    (a token fewer, a transcript changed by its batch-mates).
+
+    >>> feature_lengths(torch.tensor([0.4, 1.0]), 40000, 251, 160) * 251
+    tensor([101., 251.])
+    """
+    samples = torch.round(wav_lens.float() * num_samples)
+    frames = torch.clamp(1 + torch.div(samples, hop_length, rounding_mode="floor"), max=num_frames)
+    return frames / num_frames
+
+
 def frames_to_tokens(rel_lengths: torch.Tensor, num_frames: int, patch_frames: int) -> torch.Tensor:
     """Number of whole patches of each example, from SpeechBrain's relative lengths."""
     frames = torch.round(rel_lengths.float() * num_frames).long()

@@ -17,7 +17,7 @@ SMALL = ["--num_layers=2", "--d_model=48", "--nhead=4", "--d_ffn=96", "--max_bat
 
 def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_path):
     docs = tmp_path / "docs"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     proc = run_python(
         [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
@@ -71,7 +71,7 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
 
 
 def run_ctc(*args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     return run_python([sys.executable, str(RECIPES / "asr_ctc.py"), *args], cwd=RECIPES,
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -102,7 +102,7 @@ def test_ablation_tool_reports_each_variant_at_equal_steps(tiny_librispeech, tmp
         [sys.executable, str(ROOT / "tools" / "ctc_ablation.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "6",
          "--variants", "baseline", "conv-frontend", "--model-args", *SMALL],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), timeout=900,
+        capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads((docs / "ctc_ablation.json").read_text())["rows"]

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_quick_trains_both_rows_and_prints_examples(tmp_path):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     proc = run_python(
         [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--out", str(tmp_path / "demo"),
          "--corpus", str(tmp_path / "LibriSpeech"), "--examples", "2"],

@@ -70,10 +70,51 @@ def test_encoder_asr_loads_every_weight_and_matches_the_run(exported, run_model,
     wavs = [run_model.load_audio(f) for f in files[:3]]
     batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
     lengths = torch.tensor([len(w) for w in wavs], dtype=torch.float) / batch.shape[1]
-    ref, _ = run_model.ctc_log_probs(batch, lengths)
-    assert torch.allclose(asr.encode_batch(batch, lengths), ref, atol=1e-5)
+    ref, ref_lens = run_model.ctc_log_probs(batch, lengths)
+    theirs = asr.encode_batch(batch, lengths)
+    valid = torch.arange(ref.shape[1])[None, :] < torch.round(ref_lens * ref.shape[1])[:, None]
+    assert torch.allclose(theirs[valid], ref[valid], atol=1e-5)
+    assert bool((theirs[~valid].argmax(-1) == 0).all())  # padding: a sure blank
     words, _ = asr.transcribe_batch(batch, lengths)
     assert [" ".join(w.split()) for w in words] == run_model.transcribe_batch(batch, lengths)
+
+
+def test_a_files_transcript_and_log_probs_do_not_depend_on_its_batch(exported, tiny_librispeech, tmp_path):
+    """Transcribed alone with EncoderASR and batched by `speechpos transcribe`, 3 of 60 files of
+    the demo's model read differently: padding reached the outputs (the frame count, the
+    convolution front-end's and the conformer convolution's edges). EncoderASR also returned double
+    and leading spaces."""
+    from speechbrain.inference.ASR import EncoderASR
+
+    from speechpos.inference.export import load_export
+    from speechpos.inference.transcribe import transcribe_files
+
+    asr = EncoderASR.from_hparams(source=str(exported), savedir=str(tmp_path / "sb"))
+    model = load_export(exported)
+    files = sorted(_test_files(tiny_librispeech), key=lambda f: len(model.load_audio(f)))
+    wavs = [model.load_audio(f) for f in files]
+    one = torch.ones(1)
+    for wav in wavs[:-2]:  # each file, alone and padded in a batch with the two longest
+        batch = torch.nn.utils.rnn.pad_sequence([wav, *wavs[-2:]], batch_first=True)
+        lengths = torch.tensor([len(w) for w in (wav, *wavs[-2:])], dtype=torch.float) / batch.shape[1]
+        alone, alone_len = model.ctc_log_probs(wav[None], one)
+        batched, batched_lens = model.ctc_log_probs(batch, lengths)
+        n = alone.shape[1]
+        assert round(float(batched_lens[0]) * batched.shape[1]) == n and float(alone_len) == 1.0
+        assert torch.allclose(batched[0, :n], alone[0], atol=1e-4), (batched[0, :n] - alone[0]).abs().max()
+        assert model.transcribe_batch(batch, lengths)[0] == model.transcribe_batch(wav[None], one)[0]
+        theirs_alone, theirs = asr.encode_batch(wav[None], one), asr.encode_batch(batch, lengths)
+        assert torch.allclose(theirs[0, :n], theirs_alone[0], atol=1e-4)
+        text = asr.transcribe_batch(batch, lengths)[0][0]
+        assert text == asr.transcribe_batch(wav[None], one)[0][0] == " ".join(text.split())
+    # speechpos transcribe as the CLI runs it: every file in one batch, then one file a batch.
+    for name, seconds in (("batched", 1000.0), ("alone", 1e-3)):
+        transcribe_files(model, files, output=tmp_path / f"{name}.jsonl", fmt="jsonl", batch_seconds=seconds,
+                         progress=False)
+    batched, alone = ([json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+                      for name in ("batched", "alone"))
+    assert [r["text"] for r in batched] == [r["text"] for r in alone]
+    assert sum(len(r["text"]) for r in batched) > 0
 
 
 def test_encoder_asr_reads_44k_stereo_through_its_audio_normalizer(exported, run_model, tiny_librispeech, tmp_path):

@@ -4,6 +4,7 @@ classifies a 44.1 kHz stereo file through the API and the CLI."""
 
 import importlib.util
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import soundfile as sf
 import torch
 
 from speechpos.cli import main as cli_main
-from speechpos.experiments.runs import run_python
+from speechpos.experiments.runs import run_python, startup_env
 from speechpos.inference.keyword import KeywordSpotter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,7 +219,9 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
             [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick", "--held-out-engine",
              "flite", "--data", str(tiny_speech_commands_other), "--out", str(tmp_path / "runs"), "--docs",
              str(docs), *extra],
-            capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True,
+            # Python's start-up variables kept (PYTHONPATH: this tree's speechpos, as python would see it)
+            env={**startup_env(os.environ), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
         )
 
     docs = tmp_path / "docs"

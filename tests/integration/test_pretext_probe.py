@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def probe(tiny_librispeech, out, docs, *rows):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     return run_python(
         [sys.executable, str(ROOT / "tools" / "pretext_probe.py"), "--preset", "quick", "--jobs", "2",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech), "--rows", *rows],

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def study(tiny_librispeech, out, docs, *extra):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     return run_python(
         [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech),

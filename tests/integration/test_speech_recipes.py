@@ -25,7 +25,7 @@ TINY_MODEL = [
 
 
 def run_recipe(script, hparams, *args, check=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (a fresh interpreter)
     env.setdefault("OMP_NUM_THREADS", "2")  # one under pytest-xdist (conftest)
     proc = run_python(
         [sys.executable, str(RECIPES / script), hparams, *args],
@@ -382,11 +382,12 @@ def test_pretrained_encoder_loads_through_a_speechbrain_pretrainer(pretrain_run,
 
 def test_ddp_two_processes_on_cpu(tiny_librispeech, pretrain_run, tmp_path):
     """torchrun --nproc_per_node=2 with gloo: the conformer config (convolution off, so DDP
-    must accept unused parameters) trains and both ranks log the same whole-epoch stats."""
+    must accept unused parameters) trains and both ranks log the same whole-epoch stats.
+    ``--standalone``: a free port of its own (torchrun's default 29500 was once taken under load)."""
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "pretrain.py",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "pretrain.py",
          "hparams/pp_conformer.yaml", "--distributed_backend=gloo", "--device=cpu",
          f"--data_folder={tiny_librispeech}", f"--output_folder={out}", "--number_of_epochs=2",
          *TINY_MODEL],

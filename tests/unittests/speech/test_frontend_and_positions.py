@@ -67,3 +67,30 @@ def test_a_pretrained_encoder_loads_behind_sinusoidal_positions(tmp_path):
     load_encoder_state(model, path)
     for name, value in pretrained.state_dict().items():
         assert torch.equal(model.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("frontend", ["conv", "patch"])
+@pytest.mark.parametrize("conv_mode", ["on", "off"])
+def test_a_files_encodings_are_the_same_alone_and_padded_in_a_batch(frontend, conv_mode):
+    """Padding reached the last valid tokens through the frame count (one fewer in some batches),
+    the convolution front-end's edge (SpeechBrain pads a file alone by reflection) and the
+    conformer convolution (its pointwise layer's bias turned zeroed padding into values)."""
+    from speechbrain.lobes.features import Fbank
+
+    from speechpos.speech.patches import feature_lengths
+
+    torch.manual_seed(0)
+    fbank = Fbank(n_mels=80)
+    encoder = build_speech_encoder(num_layers=2, d_model=32, nhead=4, d_ffn=64, kind="conformer",
+                                   conv_mode=conv_mode, frontend=frontend, position_embedding="sinusoidal").eval()
+    for samples in (16000, 16080, 12345, 20001):
+        wav = torch.randn(samples) * 0.1
+        batch = torch.zeros(2, 40000)
+        batch[0, :samples], batch[1] = wav, torch.randn(40000) * 0.1
+        with torch.no_grad():
+            alone, alone_len = encoder(fbank(wav[None]), torch.ones(1))
+            feats = fbank(batch)
+            lens = feature_lengths(torch.tensor([samples / 40000, 1.0]), 40000, feats.shape[1], 160)
+            batched, lengths = encoder(feats, lens)
+        assert int(lengths[0]) == int(alone_len[0]) == alone.shape[1]
+        assert torch.allclose(batched[0, : alone.shape[1]], alone[0], atol=1e-5), samples
