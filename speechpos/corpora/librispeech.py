@@ -94,6 +94,7 @@ class SizeSpec:
     chapter_utts: int = 8
     other_hours: float = 0.0  # test-other (held-out engines), planned after the other splits
     other_speakers: int = 0
+    lm_words: int | None = None  # cap on the LM text (training documents first); None: all
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -105,6 +106,7 @@ SIZES: dict[str, SizeSpec] = {
         chapter_utts=2,
         other_hours=15 / 3600,
         other_speakers=2,
+        lm_words=20_000,  # an LM text the tests build an n-gram of in a second
     ),
     # For the demo: 2 hours of training audio (a recognizer that works after a CPU quarter of an
     # hour needs more voices and sentences than it can memorise), 6 minutes each of dev and test.
@@ -381,7 +383,7 @@ def resolve_size(size: str, hours: Mapping[str, float] | None = None) -> SizeSpe
         raise ValueError(f"hours must be positive: {overrides}")
     other_hours = overrides.pop(TEST_OTHER, spec.other_hours)
     return SizeSpec({**spec.hours, **overrides}, spec.speakers, spec.max_words, spec.chapter_utts,
-                    other_hours, spec.other_speakers)
+                    other_hours, spec.other_speakers, spec.lm_words)
 
 
 def plan_corpus(
@@ -629,7 +631,8 @@ def _ensure_lm_text(out: Path) -> None:
     info = json.loads((out / MANIFEST).read_text())
     if info.get("lm_text") and (out / LM_TEXT).is_file():
         return
-    info["lm_text"] = {k: v for k, v in write_lm_text(out).items() if k != "held_out_documents"}
+    cap = SIZES[info["settings"]["size"]].lm_words
+    info["lm_text"] = {k: v for k, v in write_lm_text(out, max_words=cap).items() if k != "held_out_documents"}
     (out / MANIFEST).write_text(json.dumps(info, indent=1))
     logger.info("LM text %s: %s", out / LM_TEXT, json.dumps(info["lm_text"]))
 
@@ -659,13 +662,14 @@ def _summarise(chapters: Sequence[Chapter], durations: Mapping[str, float], wall
 
 
 def write_lm_text(corpus: str | Path, out: str | Path | None = None,
-                  sources: Sequence[str] | None = None) -> dict:
+                  sources: Sequence[str] | None = None, max_words: int | None = None) -> dict:
     """The text of every document the corpus does not read in dev, test or test-other (the
     training documents and the unused ones), one transcript a line, as LibriSpeech's
     ``librispeech-lm-norm.txt`` is laid out: a word LM text with no held-out sentence.
 
     Reads ``corpus/corpus.json`` for the documents of each split; writes ``out`` (default
-    ``corpus/librispeech-lm-norm.txt``); returns
+    ``corpus/librispeech-lm-norm.txt``); with ``max_words``, the training documents and then the
+    unused ones (in their order) until that many words; returns
     ``{"sentences", "words", "documents", "held_out_documents"}``.
     """
     corpus = Path(corpus)
@@ -677,6 +681,16 @@ def write_lm_text(corpus: str | Path, out: str | Path | None = None,
     held_out = {d for split in HELD_OUT_SPLITS
                 for d in info["summary"]["splits"].get(split, {}).get("documents", [])}
     docs = [d for d in _cached_documents(tuple(sources or info["settings"]["sources"])) if d.doc_id not in held_out]
+    if max_words is not None:
+        train = set(info["summary"]["splits"].get(TRAIN, {}).get("documents", []))
+        docs = sorted(docs, key=lambda d: d.doc_id not in train)
+        kept, words = [], 0
+        for d in docs:
+            if words >= max_words and d.doc_id not in train:
+                break
+            kept.append(d)
+            words += d.n_words
+        docs = kept
     lines = [s.words for d in docs for s in d.sentences]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -10,18 +10,18 @@ import soundfile as sf
 
 from speechpos.corpora.librispeech import (
     LM_TEXT,
+    SIZES,
     SPLITS,
     TEST_OTHER,
     held_out_engines,
     make_corpus,
     plan_corpus,
 )
-
-ALL_SPLITS = (*SPLITS, TEST_OTHER)
 from speechpos.experiments.runs import run_python
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_corpus.py"
 SEED = 1234  # the seed of the tiny_librispeech fixture
+ALL_SPLITS = (*SPLITS, TEST_OTHER)
 
 
 def corpus_listing(root):
@@ -188,10 +188,16 @@ def test_lm_text_holds_the_training_text_and_no_held_out_sentence(tiny_librispee
     held_out = transcripts("dev-clean") | transcripts("test-clean") | transcripts(TEST_OTHER)
     assert held_out and not any(f" {t} " in joined for t in held_out)
     assert len(lines) > 10 * len(transcripts("train-clean-100"))  # the unused documents too
-    # the corpus maker wrote the same text into the corpus, where the recipes and tools find it
+    # the corpus maker wrote it into the corpus, where the recipes and tools find it (the tiny
+    # size's capped: the training documents first, then unused ones to 20,000 words)
     assert corpus_lm_text(tiny_librispeech) == tiny_librispeech / LM_TEXT
-    assert (tiny_librispeech / LM_TEXT).read_text() == out.read_text()
-    info = json.loads((tiny_librispeech / "corpus.json").read_text())
-    assert info["lm_text"]["words"] == sum(len(line.split()) for line in lines)
+    capped = write_lm_text(tiny_librispeech, tmp_path / "capped.txt", max_words=SIZES["tiny"].lm_words)
+    assert (tiny_librispeech / LM_TEXT).read_text() == (tmp_path / "capped.txt").read_text()
+    assert 20_000 <= capped["words"] < 40_000 and capped["held_out_documents"] == info["held_out_documents"]
+    kept = " " + " ".join((tmp_path / "capped.txt").read_text().split()) + " "
+    assert all(f" {t} " in kept for t in transcripts("train-clean-100"))
+    assert not any(f" {t} " in kept for t in held_out)
+    manifest = json.loads((tiny_librispeech / "corpus.json").read_text())
+    assert manifest["lm_text"]["words"] == capped["words"]
     with pytest.raises(FileNotFoundError, match="corpus.json: not found; make the corpus"):
         write_lm_text(tmp_path, tmp_path / "x.txt")
