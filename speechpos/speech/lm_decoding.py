@@ -201,8 +201,16 @@ class LMDecoder:
         tokens = decoder_tokens(tokenizer)
         self.boundary = tokens.index(WORD_BOUNDARY)
         self.lexicon_free = lexicon is None
+        lm_dict = None
+        if self.lexicon_free:
+            # The lexicon-free search scores unit index n as LM word n; torchaudio's own word
+            # dictionary for it comes from an unordered map (its order is not the units'), so
+            # the dictionary is given: the units in index order, then <unk>.
+            lm_dict = os.path.splitext(arpa)[0] + ".units.txt"
+            with open(lm_dict, "w", encoding="utf-8") as f:
+                f.write("\n".join([*tokens, UNK]) + "\n")
         self.decoder = ctc_decoder(
-            lexicon=lexicon, tokens=tokens, lm=arpa, beam_size=beam_size,
+            lexicon=lexicon, tokens=tokens, lm=arpa, lm_dict=lm_dict, beam_size=beam_size,
             beam_threshold=beam_threshold, lm_weight=lm_weight, word_score=word_score,
             blank_token=tokens[tokenizer.blank_index], sil_token=WORD_BOUNDARY, unk_word=UNK,
         )
