@@ -102,7 +102,7 @@ class SpeechModel:
             info = save / "lm_info.json"
             if info.is_file():
                 built = json.loads(info.read_text())
-                model.saved_lm.update(text=built.get("source"), words=built.get("words"))
+                model.saved_lm.update(text=built.get("source"), words=built.get("running_words"))
         return model
 
     def use_lm(self, arpa: str | None = None, lexicon: str | None = None, lm_weight: float | None = None,

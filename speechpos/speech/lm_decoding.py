@@ -148,7 +148,8 @@ def build_lm_files(folder: str, sentences: list[str], tokenizer, order: int = 3,
     write_arpa(sentences, arpa, order, prune)
     write_lexicon(entries, lexicon)
     with open(info_path, "w", encoding="utf-8") as f:
-        json.dump({**info, "words": len(words), "lexicon_words": len(entries)}, f, indent=1)
+        json.dump({**info, "words": len(words), "running_words": sum(len(s.split()) for s in sentences),
+                   "lexicon_words": len(entries)}, f, indent=1)
     logger.info("%d-gram LM of %d sentences (%s) written to %s", order, len(sentences), source, arpa)
     return arpa, lexicon
 
