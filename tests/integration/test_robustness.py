@@ -81,7 +81,10 @@ def test_each_switch_changes_the_batch(switch, hparams, prep, batch):
         i = int(torch.argmin(lens))
         n = int(lens[i] * wavs.shape[1])
         assert lens[i] < 1 and wavs[i, n:].abs().sum() == 0
-        assert out[i, n: n + 1600].pow(2).sum() > 1e-4 * out[i, :n].pow(2).sum()
+        assert out[i, n: n + 1600].abs().sum() > 0
+        # and it is no scaled copy of the input: the room's echoes change the waveform's shape
+        cos = torch.nn.functional.cosine_similarity(out[i, :n], wavs[i, :n], dim=0)
+        assert cos < 0.99
     assert not torch.allclose(out, wavs, atol=1e-3)
 
 
