@@ -49,7 +49,7 @@ def table(rows: list[dict]) -> str:
     >>> r = {"WER": 50.0, "CER": 20.0, "WER_lm": 40.0, "CER_lm": 19.0, "steps_trained": 10, "train_seconds": 60}
     >>> print(table([{"name": "s", "encoder": "e", "pretraining": "none", "pe": "sin",
     ...               "results": {"dev-clean": r, "test-clean": r}}]).splitlines()[2])
-    | s | e | none | sin | 10 | 50.0 | 20.0 | 50.0 | 20.0 | 40.0 | 19.0 |  |  |  |  | 1.0 |
+    | s | e | none | sin | 10 | 50 | 20 | 50 | 20 | 40 | 19 |  |  |  |  | 1 |
     """
     headers = ["run", "encoder", "pretraining", "PE at fine-tune", "steps", "dev WER", "dev CER"]
     for split in TEST_SPLITS:
