@@ -606,7 +606,7 @@ def make_corpus(
     if _prepare_output(out, settings, overwrite):
         logger.info("corpus already made in %s (same settings): skipping", out)
         if test_other:
-            add_test_other(out, jobs, other_hours, progress)
+            _add_test_other_if_possible(out, jobs, other_hours, progress)
         _ensure_lm_text(out)
         return json.loads((out / MANIFEST).read_text())["summary"]
     shutil.rmtree(out / TEST_OTHER, ignore_errors=True)
@@ -621,9 +621,18 @@ def make_corpus(
     (out / IN_PROGRESS).unlink(missing_ok=True)
     logger.info("corpus made in %s: %s", out, json.dumps(summary))
     if test_other:
-        add_test_other(out, jobs, other_hours, progress)
+        _add_test_other_if_possible(out, jobs, other_hours, progress)
     _ensure_lm_text(out)
     return json.loads((out / MANIFEST).read_text())["summary"]
+
+
+def _add_test_other_if_possible(out: Path, jobs: int, hours: float | None, progress: bool) -> None:
+    """test-other where a held-out engine is installed; else a warning (the corpus stays usable)."""
+    if held_out_engines():
+        add_test_other(out, jobs, hours, progress)
+    else:
+        logger.warning("no held-out engine installed: %s not made; %s", TEST_OTHER,
+                       missing_engine_hint(list(HELD_OUT_CYCLE)))
 
 
 def _ensure_lm_text(out: Path) -> None:
