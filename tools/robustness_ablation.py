@@ -65,7 +65,7 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_xticks(list(x), names)
     ax.set_ylabel("WER %")
     ax.set_title("CTC at equal training time: waveform augmentations")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
