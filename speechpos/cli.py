@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     e.add_argument("--lm-text", help="build the folder's word n-gram LM from this text (one sentence a line)")
     e.add_argument("--lm-arpa", help="put this ARPA LM in the folder (its unigrams make the lexicon)")
     e.add_argument("--lm-order", type=int, default=3, help="n-gram order for --lm-text (default 3)")
+    e.add_argument("--no-lm", action="store_true",
+                   help="no LM (by default: --lm-text/--lm-arpa, else the run's LM, else the corpus's "
+                        "LM text <data_folder>/librispeech-lm-norm.txt)")
     f = sub.add_parser("features", help="save encoder features of one file as .npy")
     f.add_argument("run", help="output folder of asr_ctc.py or pretrain.py")
     f.add_argument("audio", help="an audio file (any rate/channels: resampled to 16 kHz mono)")
@@ -142,7 +145,7 @@ def _export(args, argv=None) -> int:
             out = export_keyword_run(args.run, args.out, command=command)
         else:
             out = export_run(args.run, args.out, command=command, lm_text=args.lm_text, lm_arpa=args.lm_arpa,
-                             lm_order=args.lm_order)
+                             lm_order=args.lm_order, with_lm=not args.no_lm)
     except (RunError, ExportError, CheckpointMismatchError, ValueError, FileNotFoundError) as err:
         print(f"speechpos: error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 
@@ -123,6 +124,36 @@ def start_experiment(argv: list[str], script_file: str, default_hparams: str | N
     except ValueError as err:
         raise ConfigError(f"{hparams_file}: {err}") from err
     return run_opts, hparams
+
+
+OPTIONAL_TEST_SPLITS = ("test-other",)  # corpora made before it existed lack it
+
+
+def drop_missing_test_splits(hparams) -> list[str]:
+    """Leave out of ``test_splits`` and ``test_csvs`` an optional test split (``test-other``)
+    that the corpus does not hold (no folder in ``data_folder``; with ``skip_prep``, no CSV),
+    with a warning; returns the splits left out.
+
+    >>> hp = {"data_folder": "/nonexistent", "skip_prep": False, "test_splits": ["test-clean", "test-other"],
+    ...       "test_csvs": {"test-clean": "a.csv", "test-other": "b.csv"}}
+    >>> drop_missing_test_splits(hp), hp["test_splits"], list(hp["test_csvs"])
+    (['test-other'], ['test-clean'], ['test-clean'])
+    """
+    missing = []
+    for split in OPTIONAL_TEST_SPLITS:
+        if split not in hparams["test_splits"] and split not in hparams["test_csvs"]:
+            continue
+        csv = hparams["test_csvs"].get(split)
+        present = (os.path.isfile(csv) if hparams["skip_prep"] and csv
+                   else os.path.isdir(os.path.join(hparams["data_folder"], split)))
+        if not present:
+            missing.append(split)
+            hparams["test_splits"] = [s for s in hparams["test_splits"] if s != split]
+            hparams["test_csvs"] = {k: v for k, v in hparams["test_csvs"].items() if k != split}
+            logging.getLogger(__name__).warning(
+                "%s: the corpus %s has no %s split (make it with tools/make_corpus.py): not tested",
+                split, hparams["data_folder"], split)
+    return missing
 
 
 def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from speechpos.experiments.plots import markdown_table  # noqa: E402
+from speechpos.experiments.runs import cpu_name  # noqa: E402
 
 # The README's command, with every test's duration (the ten slowest and the per-file sums).
 PYTEST = ["-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile", "--durations=0", "-p", "no:cacheprovider"]
@@ -98,8 +98,7 @@ def main(argv=None) -> int:
                "exit_status": proc.returncode, **parse_pytest(proc.stdout)}
         results.append(row)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     command = f"python tools/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}"
     setup = (f"`{command}`: `python {' '.join(PYTEST)}{' ' + ' '.join(args.pytest_args) if args.pytest_args else ''}` "
              f"in each checkout, one after the other, on {os.cpu_count()} cores ({cpu}). {args.note}").strip()

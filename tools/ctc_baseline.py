@@ -6,10 +6,12 @@ with its convolution, 40-ms patch tokens, sinusoidal positions, characters, 40-s
 batches, warm-up + decay in ``--steps`` steps) on the 10 h ``bench`` corpus (made first if
 missing), validating once per epoch. Then it writes:
 
-* ``docs/ctc_baseline.md`` and ``.json``: test WER/CER greedy and with the n-gram LM (built
-  from the training transcripts; its overlap with dev/test is reported) at the recipe's default
+* ``docs/ctc_baseline.md`` and ``.json``: WER/CER of test-clean and test-other (engines and
+  voices no training split uses), greedy and with the n-gram LM (built from the corpus's LM
+  text ``librispeech-lm-norm.txt`` where there is one, else the training transcripts; its
+  overlap with dev/test and the out-of-lexicon rate are reported) at the recipe's default
   weights and at the ``lm_weight`` x ``word_score`` pair that is best on dev
-  (``tools/tune_lm.py``'s grid), the training time, throughput, machine and precision, and a
+  (``tools/tune_lm.py``'s grid), the training time, throughput, CPU model and precision, and a
   few reference/hypothesis pairs of test-clean;
 * ``docs/ctc_wer_vs_time.png``: dev WER and CER (greedy) against training time.
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     plot_quality_vs_time,
     read_train_log,
 )
-from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
+from speechpos.experiments.runs import Run, cpu_name, made_corpus, run_all  # noqa: E402
 
 
 def load_tool(name: str):
@@ -71,12 +72,18 @@ def tuned_lm(run: Path, weights, scores) -> dict:
     dev = tune.dev_log_probs(model, model.hparams["valid_csv"])
     table = tune.grid(model, dev, arpa, lexicon, weights, scores)
     (weight, score), dev_wer = min(table.items(), key=lambda kv: kv[1])
-    test = tune.dev_log_probs(model, model.hparams["test_csvs"]["test-clean"])
     decoder = LMDecoder(model.tokenizer, arpa, lexicon, weight, score)
+    tests = {}
+    for split in ("test-clean", "test-other"):
+        csv = model.hparams["test_csvs"].get(split)
+        if csv and Path(csv).is_file():
+            batches = tune.dev_log_probs(model, csv)
+            tests[split] = {"WER_lm": round(tune.wer(batches, decoder), 2),
+                            "CER_lm": round(tune.wer(batches, decoder, cer=True), 2)}
     result = {
         "lm_weight": weight, "word_score": score, "dev_WER_lm": round(dev_wer, 2),
-        "test_WER_lm": round(tune.wer(test, decoder), 2),
-        "test_CER_lm": round(tune.wer(test, decoder, cer=True), 2),
+        "test_WER_lm": tests["test-clean"]["WER_lm"], "test_CER_lm": tests["test-clean"]["CER_lm"],
+        "tests": tests,
         "grid": [{"lm_weight": w, "word_score": s, "dev_WER": round(v, 2)}
                  for (w, s), v in table.items()],
     }
@@ -160,23 +167,31 @@ def main(argv=None) -> int:
     test = results["test-clean"]
     rows = [
         [split, r["WER"], r["CER"], r.get("WER_lm", ""), r.get("CER_lm", ""),
+         tuned.get("tests", {}).get(split, {}).get("WER_lm", ""),
+         tuned.get("tests", {}).get(split, {}).get("CER_lm", ""),
+         r.get("lm_out_of_lexicon", {}).get("percent", ""),
          r.get("lm_text_overlap", {}).get("percent", "") if isinstance(r.get("lm_text_overlap"), dict)
          else r.get("lm_text_overlap", ""), r["utterances"]]
         for split, r in results.items()
     ]
     table = markdown_table(
-        ["split", "WER greedy", "CER greedy", "WER LM", "CER LM", "LM-text overlap (%)", "utterances"],
+        ["split", "WER greedy", "CER greedy", "WER LM", "CER LM", "WER tuned LM", "CER tuned LM",
+         "out of lexicon (%)", "LM-text overlap (%)", "utterances"],
         rows,
     )
     lm_default = results["test-clean"].get("lm", {})
     tuned_text = (
-        f"n-gram LM ({lm_default.get('order')}-gram from the training transcripts): the table's LM "
-        f"columns use the recipe's weights (lm_weight {lm_default.get('lm_weight')}, word_score "
-        f"{lm_default.get('word_score')}); tuned on dev-clean over lm_weight {args.lm_weights} x "
-        f"word_score {args.word_scores}, the best pair (lm_weight {tuned['lm_weight']}, word_score "
-        f"{tuned['word_score']}: dev WER {tuned['dev_WER_lm']}) gives **test-clean WER "
-        f"{tuned['test_WER_lm']}, CER {tuned['test_CER_lm']}** (greedy: WER {test['WER']}, "
-        f"CER {test['CER']})."
+        f"n-gram LM ({lm_default.get('order')}-gram of {lm_default.get('text')}, "
+        f"{lm_default.get('words')} words): the LM columns use the recipe's weights (lm_weight "
+        f"{lm_default.get('lm_weight')}, word_score {lm_default.get('word_score')}), the tuned LM "
+        f"columns the pair tuned on dev-clean (best over lm_weight {args.lm_weights} x word_score "
+        f"{args.word_scores}: lm_weight {tuned['lm_weight']}, word_score {tuned['word_score']}: dev "
+        f"WER {tuned['dev_WER_lm']}): **test-clean WER {tuned['test_WER_lm']}, CER "
+        f"{tuned['test_CER_lm']}** (greedy: WER {test['WER']}, CER {test['CER']})"
+        + (f"; test-other (engines and voices no training split uses) WER "
+           f"{tuned['tests']['test-other']['WER_lm']} with the tuned LM, {results['test-other']['WER']} greedy"
+           if "test-other" in tuned.get("tests", {}) and "test-other" in results else "")
+        + ". Out of lexicon: the share of the split's running words that the LM text lacks."
     )
     curve_table = markdown_table(
         ["epoch", "steps", "training time (min)", "train audio s/s", "dev WER", "dev CER"],
@@ -189,7 +204,7 @@ def main(argv=None) -> int:
         f"`python tools/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`"
         f" -> `asr_ctc.py hparams/ctc.yaml --number_of_steps={args.steps}"
         f"{' ' + ' '.join(args.model_args) if args.model_args else ''}` on `{corpus.name}` "
-        f"({args.threads} torch thread(s), {platform.machine()}, precision "
+        f"({args.threads} torch thread(s), {cpu_name()}, precision "
         f"{test.get('precision')}); {test['steps_trained']} steps in "
         f"{test.get('train_seconds', 0) / 60:.1f} min of training "
         f"({test.get('train_audio_s_per_s')} audio-s/s); tested checkpoint: best dev "

@@ -3,8 +3,12 @@
 
 Splits train-clean-100 / dev-clean / test-clean, each with its own synthetic speakers
 (espeak-ng, flite, festival voices x pitch x speed) and its own documents (King James Bible
-books, WordNet gloss groups), 16 kHz mono FLAC + UPPERCASE ``*.trans.txt``. Same seed, same
-corpus. A finished corpus with the same settings is not made again.
+books, WordNet gloss groups), 16 kHz mono FLAC + UPPERCASE ``*.trans.txt``; and test-other, read
+by engines and voices no other split uses (festival's HMM-based voice, espeak-ng's en-us-nyc
+accent) from documents no other split reads. Same seed, same corpus. A finished corpus with the
+same settings is not made again; one made without test-other gets it added (the other splits are
+left as they are). The LM text ``<out>/librispeech-lm-norm.txt`` (every document not read in
+dev, test or test-other, one sentence a line) is written with every corpus.
 
 Usage::
 
@@ -23,7 +27,16 @@ import json
 import logging
 import sys
 
-from speechpos.corpora.librispeech import DEV, SIZES, TEST, TRAIN, make_corpus, write_lm_text
+from speechpos.corpora.librispeech import (
+    DEV,
+    LM_TEXT,
+    SIZES,
+    TEST,
+    TEST_OTHER,
+    TRAIN,
+    make_corpus,
+    write_lm_text,
+)
 from speechpos.corpora.text import SOURCES
 from speechpos.corpora.tts import ENGINES
 
@@ -43,12 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-hours", type=float, help=f"override the hours of {TRAIN}")
     p.add_argument("--dev-hours", type=float, help=f"override the hours of {DEV}")
     p.add_argument("--test-hours", type=float, help=f"override the hours of {TEST}")
+    p.add_argument("--other-hours", type=float, help=f"override the hours of {TEST_OTHER}")
+    p.add_argument("--no-test-other", action="store_true", help=f"do not make {TEST_OTHER}")
     p.add_argument("--engines", nargs="+", choices=ENGINES, help="engines to use (default all)")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     p.add_argument("--overwrite", action="store_true", help="remake a corpus of other settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--lm-text", help="also write an LM text: every document not read in dev or test, "
-                                     "one transcript a line (for asr_ctc.py --lm_text, speechpos export --lm-text)")
+    p.add_argument("--lm-text", help=f"also write a copy of the LM text (always written as <out>/{LM_TEXT}): "
+                                     "every document not read in dev, test or test-other, one transcript a line")
     return p.parse_args(argv)
 
 
@@ -61,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         size=args.size,
         seed=args.seed,
         jobs=args.jobs,
-        hours={TRAIN: args.train_hours, DEV: args.dev_hours, TEST: args.test_hours},
+        hours={TRAIN: args.train_hours, DEV: args.dev_hours, TEST: args.test_hours,
+               TEST_OTHER: args.other_hours},
         engines=args.engines,
         sources=args.sources,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        test_other=not args.no_test_other,
     )
     print(json.dumps(summary, indent=1))
     if args.lm_text:

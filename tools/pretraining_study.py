@@ -517,6 +517,8 @@ def main(argv=None) -> int:
         rows.append({
             "name": run.info["name"], "labels": run.info["labels"], "seed": run.info["seed"],
             "test_clean_wer": res["test-clean"]["WER"], "test_clean_cer": res["test-clean"]["CER"],
+            "test_other_wer": res.get("test-other", {}).get("WER"),
+            "test_other_cer": res.get("test-other", {}).get("CER"),
             "dev_clean_wer": res["dev-clean"]["WER"], "dev_clean_cer": res["dev-clean"]["CER"],
             "pretrain_minutes": p.get("pretrain_minutes", 0.0),
             "steps_trained": res["test-clean"].get("steps_trained"),
@@ -530,15 +532,21 @@ def main(argv=None) -> int:
         return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
     names = list(dict.fromkeys(r["name"] for r in rows if "min pretraining" not in r["name"]))
-    cells = []
-    for name in names:
-        line = [name]
-        for labels in args.labels:
-            sel = [r for r in rows if r["name"] == name and r["labels"] == labels]
-            line += [mean_sd([r["test_clean_wer"] for r in sel]) if sel else "",
-                     mean_sd([r["test_clean_cer"] for r in sel]) if sel else ""]
-        line.append(len({r["seed"] for r in rows if r["name"] == name}))
-        cells.append(line)
+    def split_cells(split):
+        cells = []
+        for name in names:
+            line = [name]
+            for labels in args.labels:
+                sel = [r for r in rows if r["name"] == name and r["labels"] == labels
+                       and r[f"{split}_wer"] is not None]
+                line += [mean_sd([r[f"{split}_wer"] for r in sel]) if sel else "",
+                         mean_sd([r[f"{split}_cer"] for r in sel]) if sel else ""]
+            line.append(len({r["seed"] for r in rows if r["name"] == name}))
+            cells.append(line)
+        return cells
+
+    cells = split_cells("test_clean")
+    other_cells = split_cells("test_other") if any(r["test_other_wer"] is not None for r in rows) else []
     headers = ["row"] + [f"{b} {m}" for b in args.labels for m in ("test WER", "test CER")] + ["seeds"]
     pre_table = markdown_table(
         ["pretrainer", "minutes", "audio h seen", "audio-s/s", "dev pretext acc %", "chance %",
@@ -616,6 +624,11 @@ def main(argv=None) -> int:
         setup, "### Test-clean WER / CER (%), mean ± std over seeds",
         "A cell without ± is one seed; `seeds` counts a row's seeds over all budgets.",
         markdown_table(headers, cells),
+    ]
+    if other_cells:
+        parts += ["### Test-other WER / CER (%): engines and voices no training split uses",
+                  markdown_table(headers, other_cells)]
+    parts += [
         "### Pretraining (equal training wall time)", pre_table,
     ]
     parts += ["### Against the targets", target_lines(rows, args.labels)]

@@ -2,15 +2,17 @@
 """The main job end to end on the default generated corpus, on CPU:
 
 1. make the default corpus (LibriSpeech layout, text-to-speech: 2 h train, 6 min dev and test,
-   every split with its own speakers and texts);
+   and 6 min of test-other read by engines and voices no training split uses; every split with
+   its own speakers and texts; and the LM text of every document not read in dev or test);
 2. pretrain the CTC baseline's conformer body, unpositioned, by position prediction
    (recipes/LibriSpeech/pretrain.py with hparams/pp_conformer.yaml and the pretext the study
    found to learn: 2-s crops, the context keeping its sinusoidal positions as anchors), while
    the from-scratch CTC baseline trains beside it (asr_ctc.py with hparams/ctc.yaml);
 3. fine-tune the pretrained encoder with CTC (the same number of steps; zero-initialised
    position embeddings, the convolution switched on);
-4. print (and write to <out>/results.md) a WER/CER table, greedy and with the n-gram LM built
-   from the training transcripts, and a few reference/hypothesis pairs of test-clean.
+4. print (and write to <out>/results.md) a WER/CER table of test-clean and test-other, greedy and
+   with the n-gram LM built from the corpus's LM text (``librispeech-lm-norm.txt``), and a few
+   reference/hypothesis pairs of test-clean.
 
     python tools/run_demo.py                 # ~15 min on 2 CPU cores
     python tools/run_demo.py --no-pe         # also the MP3 row fine-tuned without position embedding
@@ -37,15 +39,30 @@ from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
 
 
+TEST_SPLITS = ("test-clean", "test-other")
+
+
 def table(rows: list[dict]) -> str:
-    headers = ["run", "encoder", "pretraining", "PE at fine-tune", "steps", "dev WER", "dev CER",
-               "test WER", "test CER", "test WER + LM", "test CER + LM", "train min"]
+    """One row per run: dev, and greedy and LM WER/CER of test-clean and test-other (engines and
+    voices that no training split uses), where the run has them.
+
+    >>> r = {"WER": 50.0, "CER": 20.0, "WER_lm": 40.0, "CER_lm": 19.0, "steps_trained": 10, "train_seconds": 60}
+    >>> print(table([{"name": "s", "encoder": "e", "pretraining": "none", "pe": "sin",
+    ...               "results": {"dev-clean": r, "test-clean": r}}]).splitlines()[2])
+    | s | e | none | sin | 10 | 50 | 20 | 50 | 20 | 40 | 19 |  |  |  |  | 1 |
+    """
+    headers = ["run", "encoder", "pretraining", "PE at fine-tune", "steps", "dev WER", "dev CER"]
+    for split in TEST_SPLITS:
+        headers += [f"{split} WER", f"{split} CER", f"{split} WER + LM", f"{split} CER + LM"]
+    headers.append("train min")
     body = []
     for r in rows:
         dev, test = r["results"]["dev-clean"], r["results"]["test-clean"]
-        body.append([r["name"], r["encoder"], r["pretraining"], r["pe"], test["steps_trained"],
-                     dev["WER"], dev["CER"], test["WER"], test["CER"], test.get("WER_lm", ""),
-                     test.get("CER_lm", ""), round(test.get("train_seconds", 0) / 60, 1)])
+        row = [r["name"], r["encoder"], r["pretraining"], r["pe"], test["steps_trained"], dev["WER"], dev["CER"]]
+        for split in TEST_SPLITS:
+            t = r["results"].get(split, {})
+            row += [t.get("WER", ""), t.get("CER", ""), t.get("WER_lm", ""), t.get("CER_lm", "")]
+        body.append([*row, round(test.get("train_seconds", 0) / 60, 1)])
     return markdown_table(headers, body)
 
 

@@ -20,7 +20,9 @@ with a jiwer cross-check) and ``results.json`` collects WER/CER of every split, 
 time and throughput.
 
 With ``--lm_decoding=True`` the test splits are also decoded with a word n-gram LM (beam search,
-:mod:`speechpos.speech.lm_decoding`) built from the training transcripts or ``--lm_text``:
+:mod:`speechpos.speech.lm_decoding`) built from ``--lm_text`` when given, else from the corpus's
+LM text ``<data_folder>/librispeech-lm-norm.txt`` where there is one (``tools/make_corpus.py``
+writes it: every document not read in dev or test), else from the training transcripts:
 ``WER_lm``/``CER_lm``, ``wer_lm_<split>.txt``, and the LM text's overlap with each split
 (``lm_text_overlap``). Tune ``lm_weight``/``word_score`` on dev with ``tools/tune_lm.py``.
 """
@@ -33,12 +35,14 @@ import sys
 import jiwer
 import speechbrain as sb
 import torch
+from speechbrain.augment.augmenter import Augmenter
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechpos.recipes import (
     ConfigError,
     die,
+    drop_missing_test_splits,
     prepare_speech_data,
     start_experiment,
     train_loader_options,
@@ -54,9 +58,18 @@ from speechpos.speech.ctc import (
     make_beam_searcher,
 )
 from speechpos.speech.data.audio import min_samples_for_patch
+from speechpos.speech.data.corruptions import make_corruptions
 from speechpos.speech.data.dataio import audio_dataset
 from speechpos.speech.encoder import set_convolution_mode
-from speechpos.speech.lm_decoding import LMDecoder, build_lm_files, check_overlap, lm_sentences
+from speechpos.speech.lm import out_of_lexicon
+from speechpos.speech.lm_decoding import (
+    LMDecoder,
+    build_char_lm,
+    build_lm_files,
+    check_overlap,
+    default_lm_text,
+    lm_sentences,
+)
 from speechpos.speech.model import load_encoder_state
 from speechpos.speech.patches import feature_lengths
 from speechpos.speech.pretraining import ClockedBrain, peak_memory_mib
@@ -69,12 +82,15 @@ class CTCFineTune(ClockedBrain):
     training time and throughput (validation excluded) with every validation."""
 
     lm_decoder = None  # an LMDecoder with lm_decoding (see make_lm_decoder)
+    wav_augmenter = None  # reverberation and/or noise (see make_wav_augmenter)
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         if stage == sb.Stage.TRAIN and self.hparams.speed_perturb:
             wavs = self.hparams.speed_perturber(wavs)
+        if stage == sb.Stage.TRAIN and self.wav_augmenter is not None:
+            wavs, _ = self.wav_augmenter(wavs, wav_lens)
         feats = self.hparams.compute_features(wavs)
         # A file's frames as it has alone (see feature_lengths), whatever its batch.
         wav_lens = feature_lengths(wav_lens, wavs.shape[1], feats.shape[1],
@@ -233,7 +249,9 @@ class CTCFineTune(ClockedBrain):
                 WER_lm=round(stats["WER_lm"], 2),
                 CER_lm=round(stats["CER_lm"], 2),
                 lm=self.lm_settings,
-                lm_text_overlap=self.lm_overlap[self.test_split],
+                lm_text_overlap={k: v for k, v in self.lm_overlap[self.test_split].items()
+                                 if k != "out_of_lexicon"},
+                lm_out_of_lexicon=self.lm_overlap[self.test_split]["out_of_lexicon"],
             )
         with open(path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
@@ -269,22 +287,54 @@ def make_lm_decoder(hparams, tokenizer):
             "lm_decoding: True needs token_type: char (the lexicon spells words in characters "
             f"ending with the space), got token_type: {hparams['token_type']!r}"
         )
-    order = hparams["lm_order"]
+    order = hparams["lm_char_order"] if hparams["lm_lexicon_free"] else hparams["lm_order"]
     if not isinstance(order, int) or order < 1:
         raise ConfigError(f"lm_order must be a positive integer, got {order!r}")
-    sentences, source = lm_sentences(hparams["lm_text"], hparams["train_csv"])
+    if not isinstance(hparams["lm_prune"], int) or hparams["lm_prune"] < 0:
+        raise ConfigError(f"lm_prune must be an integer >= 0, got {hparams['lm_prune']!r}")
+    sentences, source = lm_sentences(default_lm_text(hparams["lm_text"], hparams["data_folder"]),
+                                     hparams["train_csv"])
+    logger.info("LM text: %s (%d sentences, %d words)", source, len(sentences),
+                sum(len(s.split()) for s in sentences))
+    words = {w for s in sentences for w in s.split()}
     overlap = {
-        name: check_overlap(sentences, csv, name, source) for name, csv in hparams["test_csvs"].items()
+        name: {**check_overlap(sentences, csv, name, source),
+               "out_of_lexicon": out_of_lexicon(words, transcripts(csv))}
+        for name, csv in hparams["test_csvs"].items()
     }
     files = {"folder": hparams["save_folder"], "sentences": sentences, "tokenizer": tokenizer,
-             "order": order, "source": source}
-    run_on_main(build_lm_files, kwargs=files)
-    arpa, lexicon = build_lm_files(**files)
-    settings = {"text": source, "order": order, "lm_weight": hparams["lm_weight"],
+             "order": order, "source": source, "prune": hparams["lm_prune"]}
+    build = build_char_lm if hparams["lm_lexicon_free"] else build_lm_files
+    run_on_main(build, kwargs=files)
+    arpa, lexicon = (build(**files), None) if hparams["lm_lexicon_free"] else build(**files)
+    settings = {"text": source, "words": sum(len(s.split()) for s in sentences), "order": order,
+                "units": "char, lexicon-free" if hparams["lm_lexicon_free"] else "word",
+                "prune": hparams["lm_prune"], "lm_weight": hparams["lm_weight"],
                 "word_score": hparams["word_score"], "beam_size": hparams["lm_beam_size"]}
     decoder = LMDecoder(tokenizer, arpa, lexicon, lm_weight=settings["lm_weight"],
                         word_score=settings["word_score"], beam_size=settings["beam_size"])
     return decoder, settings, overlap
+
+
+def transcripts(csv):
+    """The transcripts (``wrd``) of a manifest."""
+    return [str(row["wrd"]) for row in sb.dataio.dataset.DynamicItemDataset.from_csv(csv).data.values()]
+
+
+def make_wav_augmenter(hparams):
+    """With ``add_reverb`` and/or ``add_noise``: the noise and RIR files (made once from the
+    training CSV on the main process) and SpeechBrain's Augmenter applying the switched-on
+    corruptions in turn (reverberation first) with probability ``wav_augment_prob``."""
+    augmentations = [hparams[key] for key, on in (("reverb_adder", hparams["add_reverb"]),
+                                                  ("noise_adder", hparams["add_noise"])) if on]
+    if not augmentations:
+        return None
+    if not 0 < hparams["wav_augment_prob"] <= 1:
+        raise ConfigError(f"wav_augment_prob must be in (0, 1], got {hparams['wav_augment_prob']!r}")
+    run_on_main(make_corruptions, kwargs={"folder": hparams["corruptions_folder"],
+                                          "train_csv": hparams["train_csv"], "seed": hparams["seed"]})
+    return Augmenter(augmentations=augmentations, min_augmentations=len(augmentations),
+                     max_augmentations=len(augmentations), augment_prob=hparams["wav_augment_prob"])
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -354,6 +404,7 @@ def main(argv):
     run_opts, hparams = start_experiment(argv, __file__, "hparams/ctc.yaml")
     if hparams["select_on"] not in ("WER", "CER"):
         raise ConfigError(f"select_on must be 'WER' or 'CER', got {hparams['select_on']!r}")
+    drop_missing_test_splits(hparams)
     run_on_main(
         prepare_speech_data,
         kwargs={"hparams": hparams, "test_splits": hparams["test_splits"], "low_label": hparams["low_label"]},
@@ -374,6 +425,7 @@ def main(argv):
     brain.tokenizer = tokenizer
     brain.beam_searcher = make_beam_searcher(tokenizer, hparams["beam_size"])
     brain.lm_decoder, brain.lm_settings, brain.lm_overlap = make_lm_decoder(hparams, tokenizer)
+    brain.wav_augmenter = make_wav_augmenter(hparams)
     if not brain.checkpointer.find_checkpoints():
         load_pretrained(hparams)
     freeze_encoder(hparams)

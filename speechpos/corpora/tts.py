@@ -9,6 +9,11 @@ Engines (Debian packages): ``espeak-ng`` (formant synthesis, many accents x voic
 ``flite`` (voices kal16, awb, rms, slt), ``festival`` with ``festvox-kallpc16k`` and
 ``festvox-kdlpc16k`` (diphone voices kal and ked; one festival process renders a whole batch).
 
+Held out from training (``HELD_OUT_ENGINES``, the corpus's ``test-other`` split only):
+``festival-hts``, festival with ``festvox-us-slt-hts`` (the HMM-based statistical parametric voice
+``cmu_us_slt_arctic_hts``, 32 kHz: a synthesis method no training engine uses), and espeak-ng's
+``en-us-nyc`` accent (``HELD_OUT_ESPEAK_ACCENTS``), which no training speaker reads with.
+
 Example
 -------
 >>> v = Voice("espeak-ng", "en-gb-x-rp+m3", semitones=-1.5, speed=1.1)
@@ -31,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 ENGINES = ("espeak-ng", "flite", "festival")
+HELD_OUT_ENGINES = ("festival-hts",)
 
 ESPEAK_ACCENTS = (
     "en-us",
@@ -52,21 +58,28 @@ ESPEAK_DEFAULT_WPM = 175
 # so its pitch is shifted by sox instead).
 FLITE_VOICES = {"kal16": 95.0, "awb": 125.0, "slt": 165.0, "rms": None}
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone")
+HTS_VOICES = ("cmu_us_slt_arctic_hts",)
+# An espeak-ng accent that the training speakers never use (see ESPEAK_ACCENTS).
+HELD_OUT_ESPEAK_ACCENTS = ("en-us-nyc",)
 VOICES = {
     "espeak-ng": tuple(f"{a}+{v}" for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS),
     "flite": tuple(FLITE_VOICES),
     "festival": FESTIVAL_VOICES,
+    "festival-hts": HTS_VOICES,
 }
 # Rough speaking rates (transcript characters per second at speed 1.0), used to plan how many
 # sentences fill a duration budget before anything is synthesised.
 # Measured on the default corpus (pads excluded).
-CHARS_PER_SECOND = {"espeak-ng": 18.2, "flite": 16.9, "festival": 15.2}
-BINARIES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}
+CHARS_PER_SECOND = {"espeak-ng": 18.2, "flite": 16.9, "festival": 15.2, "festival-hts": 16.0}
+BINARIES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival", "festival-hts": "festival"}
 DEBIAN_PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
     "festival": "festival festvox-kallpc16k festvox-kdlpc16k",
+    "festival-hts": "festival festvox-us-slt-hts",
 }
+# Files whose presence shows an engine's voices are installed (the binary alone is not enough).
+VOICE_FILES = {"festival-hts": "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts"}
 
 
 class SynthesisError(RuntimeError):
@@ -89,8 +102,8 @@ class Voice:
     pad_s: float = 0.1
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; choose from {ENGINES}")
+        if self.engine not in ENGINES + HELD_OUT_ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose from {ENGINES + HELD_OUT_ENGINES}")
 
     @property
     def base_voice(self) -> str:
@@ -108,8 +121,9 @@ class Voice:
 
 
 def available_engines(engines: Sequence[str] = ENGINES) -> list[str]:
-    """The engines of ``engines`` whose programs are installed (in the given order)."""
-    return [e for e in engines if shutil.which(BINARIES[e])]
+    """The engines of ``engines`` whose programs (and voices) are installed (in the given order)."""
+    return [e for e in engines if shutil.which(BINARIES[e])
+            and (e not in VOICE_FILES or Path(VOICE_FILES[e]).exists())]
 
 
 def missing_engine_hint(engines: Sequence[str]) -> str:
@@ -176,12 +190,13 @@ def sox_effects(voice: Voice) -> list[str]:
     ['pitch', '200', 'tempo', '-s', '0.9000', 'gain', '-n', '-3.0', 'rate', '-v', '16000', 'pad', '0.200', '0.200']
     """
     effects: list[str] = []
-    sox_pitch = voice.engine == "festival" or (
+    festival = voice.engine in ("festival", "festival-hts")
+    sox_pitch = festival or (
         voice.engine == "flite" and FLITE_VOICES[voice.voice] is None
     )
     if sox_pitch and voice.semitones:
         effects += ["pitch", f"{round(100 * voice.semitones)}"]
-    if voice.engine == "festival" and voice.speed != 1.0:
+    if festival and voice.speed != 1.0:
         effects += ["tempo", "-s", f"{voice.speed:.4f}"]
     effects += ["gain", "-n", f"{voice.level_db:.1f}", "rate", "-v", str(SAMPLE_RATE)]
     if voice.pad_s > 0:
@@ -203,7 +218,7 @@ def synthesize(
         return
     workdir = Path(workdir)
     raw = [workdir / f"raw{i:05d}.wav" for i in range(len(texts))]
-    {"espeak-ng": _espeak, "flite": _flite, "festival": _festival}[voice.engine](
+    {"espeak-ng": _espeak, "flite": _flite, "festival": _festival, "festival-hts": _festival}[voice.engine](
         voice, texts, raw
     )
     effects = sox_effects(voice)

@@ -264,15 +264,11 @@ def describe_machine() -> str:
     True
     """
     import os
-    import platform
-    from pathlib import Path
 
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-               platform.processor() or platform.machine())
+    from speechpos.experiments.runs import cpu_name
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, load average {load:.2f} at the start, "
+    return (f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at the start, "
             f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
 
 

@@ -617,8 +617,9 @@ def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:
 
 
 def made_corpus(corpus: Path, size: str | None, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
-    """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes) and write its
-    CSV manifests into ``prep`` (both skipped when done); returns ``prep``.
+    """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes; test-other is
+    added to one made without it) and write its CSV manifests into ``prep`` (test-other's too
+    where the corpus has it; both skipped when done); returns ``prep``.
 
     ``size=None`` takes ``corpus`` as it is (made elsewhere, or carried to a machine without the
     speech engines by ``tools/pack_corpus.py``): only the manifests are written. So is a
@@ -629,8 +630,10 @@ def made_corpus(corpus: Path, size: str | None, seed: int, jobs: int, prep: Path
         make_or_use_corpus(corpus, size, seed, jobs)
     elif not (Path(corpus) / "train-clean-100").is_dir():
         raise FileNotFoundError(f"{corpus}: no train-clean-100 folder, not a LibriSpeech-layout corpus")
+    # test-other (engines no training split uses) where the corpus has it
+    tests = ["test-clean", *(["test-other"] if (Path(corpus) / "test-other").is_dir() else [])]
     prepare_librispeech(corpus, prep, tr_splits=["train-clean-100"], dev_splits=["dev-clean"],
-                        te_splits=["test-clean"], low_label=low_label, progress=False)
+                        te_splits=tests, low_label=low_label, progress=False)
     return prep
 
 
@@ -643,3 +646,17 @@ def make_or_use_corpus(corpus: Path, size: str, seed: int, jobs: int) -> None:
         print(f"{corpus}: a LibriSpeech-layout corpus not made here, used as it is", flush=True)
         return
     make_corpus(corpus, size=size, seed=seed, jobs=jobs, progress=False)
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name), else the platform's processor string:
+    reports name the machine that measured them."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

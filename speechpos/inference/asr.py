@@ -20,6 +20,7 @@ Example (with a trained run)::
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -93,11 +94,16 @@ class SpeechModel:
         if checkpointer.recover_if_possible(min_key="WER") is None:
             raise RunError(f"{save}: no checkpoint to load")
         model = cls(hparams, tokenizer, ctc_lin, device)
-        arpa = save / f"lm_{hparams.get('lm_order', 3)}gram.arpa"
-        if arpa.is_file() and (save / "lm_lexicon.txt").is_file():
+        prune = hparams.get("lm_prune", 0)
+        arpa = save / f"lm_{hparams.get('lm_order', 3)}gram{f'_prune{prune}' if prune else ''}.arpa"
+        if arpa.is_file() and (save / "lm_lexicon.txt").is_file() and not hparams.get("lm_lexicon_free"):
             model.saved_lm = {"arpa": str(arpa), "lexicon": str(save / "lm_lexicon.txt"),
                               "lm_weight": hparams["lm_weight"], "word_score": hparams["word_score"],
                               "beam_size": hparams["lm_beam_size"], "source": f"the run's {arpa.name}"}
+            info = save / "lm_info.json"
+            if info.is_file():
+                built = json.loads(info.read_text())
+                model.saved_lm.update(text=built.get("source"), words=built.get("running_words"))
         return model
 
     def use_lm(self, arpa: str | None = None, lexicon: str | None = None, lm_weight: float | None = None,

@@ -120,9 +120,30 @@ class ExportError(ValueError):
 
 def export_lm(model: SpeechModel, out: Path, lm_text=None, lm_arpa=None, order: int = 3) -> dict | None:
     """Write ``lm.arpa`` and ``lm_lexicon.txt`` into ``out`` (see :func:`export_run`); returns
-    their settings, or None when there is no LM to export."""
+    their settings with the LM text's words and the out-of-lexicon rate of the run's test
+    splits, or None when there is no LM to export."""
+    lm = _export_lm_files(model, out, lm_text, lm_arpa, order)
+    if lm is not None:
+        from speechpos.speech.data.dataio import load_manifest
+        from speechpos.speech.lm import out_of_lexicon
+
+        lexicon = [line.split("\t", 1)[0] for line in (out / lm["lexicon"]).read_text(encoding="utf-8").splitlines()]
+        lm["lexicon_words"] = len(lexicon)
+        lm["out_of_lexicon"] = {
+            split: out_of_lexicon(lexicon, [str(r["wrd"]) for r in load_manifest(csv).data.values()])
+            for split, csv in model.hparams.get("test_csvs", {}).items() if Path(csv).is_file()
+        }
+    return lm
+
+
+def _export_lm_files(model: SpeechModel, out: Path, lm_text=None, lm_arpa=None, order: int = 3) -> dict | None:
     from speechpos.speech.lm import arpa_words, lexicon_entries, write_lexicon
-    from speechpos.speech.lm_decoding import build_lm_files, decoder_tokens, read_lm_text
+    from speechpos.speech.lm_decoding import (
+        build_lm_files,
+        decoder_tokens,
+        default_lm_text,
+        read_lm_text,
+    )
 
     hp = model.hparams
     settings = {"arpa": "lm.arpa", "lexicon": "lm_lexicon.txt", "lm_weight": hp.get("lm_weight", 1.0),
@@ -135,17 +156,25 @@ def export_lm(model: SpeechModel, out: Path, lm_text=None, lm_arpa=None, order: 
         shutil.copy(lm_arpa, out / "lm.arpa")
         write_lexicon(entries, str(out / "lm_lexicon.txt"))
         return {**settings, "source": f"ARPA {lm_arpa} ({len(entries)} words in the lexicon)"}
+    if not lm_text and model.saved_lm:
+        shutil.copy(model.saved_lm["arpa"], out / "lm.arpa")
+        shutil.copy(model.saved_lm["lexicon"], out / "lm_lexicon.txt")
+        return {**settings, "source": model.saved_lm["source"], "text": model.saved_lm.get("text"),
+                "words": model.saved_lm.get("words")}
+    # Not given and the run has none: the LM text of the corpus the run trained on, if any (the
+    # lexicon decoder spells words in characters: sentencepiece models get no default LM).
+    if not lm_text and hp.get("token_type", "char") != "char":
+        return None
+    lm_text = default_lm_text(lm_text, hp.get("data_folder"))
     if lm_text:
+        sentences = read_lm_text(lm_text)
         with tempfile.TemporaryDirectory() as tmp:
-            arpa, lexicon = build_lm_files(tmp, read_lm_text(lm_text), model.tokenizer, order,
+            arpa, lexicon = build_lm_files(tmp, sentences, model.tokenizer, order,
                                            source=f"lm_text {lm_text}")
             shutil.copy(arpa, out / "lm.arpa")
             shutil.copy(lexicon, out / "lm_lexicon.txt")
-        return {**settings, "source": f"{order}-gram of lm_text {lm_text}"}
-    if model.saved_lm:
-        shutil.copy(model.saved_lm["arpa"], out / "lm.arpa")
-        shutil.copy(model.saved_lm["lexicon"], out / "lm_lexicon.txt")
-        return {**settings, "source": model.saved_lm["source"]}
+        return {**settings, "source": f"{order}-gram of lm_text {lm_text}", "text": f"lm_text {lm_text}",
+                "words": sum(len(s.split()) for s in sentences)}
     return None
 
 
@@ -160,7 +189,8 @@ def sentencepiece_rows(n_units: int) -> list[int]:
 
 
 def export_run(run: str | Path, out: str | Path, command: str | None = None,
-               lm_text: str | None = None, lm_arpa: str | None = None, lm_order: int = 3) -> Path:
+               lm_text: str | None = None, lm_arpa: str | None = None, lm_order: int = 3,
+               with_lm: bool = True) -> Path:
     """Write ``run``'s best checkpoint as a SpeechBrain inference folder ``out`` (created; files
     already there are replaced); a pretraining run's encoder goes through
     :func:`export_encoder`. Returns ``out``.
@@ -171,8 +201,11 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None,
     The n-gram LM (characters only) goes into the folder too: built from ``lm_text`` (one
     sentence a line, upper case, as LibriSpeech's ``librispeech-lm-norm.txt``), or a ready
     ``lm_arpa`` with a lexicon of its unigrams, or else the run's own (``asr_ctc.py
-    --lm_decoding=True``), with the run's ``lm_weight``/``word_score``; ``speechpos transcribe
-    --lm`` decodes with it (SpeechBrain's ``EncoderASR`` decodes greedy)."""
+    --lm_decoding=True``), or else built from the LM text of the run's corpus
+    (``<data_folder>/librispeech-lm-norm.txt``) where there is one, with the run's
+    ``lm_weight``/``word_score``; ``speechpos transcribe --lm`` decodes with it (SpeechBrain's
+    ``EncoderASR`` decodes greedy). The model card names the LM text, its words and the
+    out-of-lexicon rate of each test split. ``with_lm=False``: no LM."""
     run, out = Path(run), Path(out)
     if out.resolve() == run.resolve():
         raise ExportError(f"{out}: export into a new folder, not into the run")
@@ -214,9 +247,10 @@ def export_run(run: str | Path, out: str | Path, command: str | None = None,
     ), encoding="utf-8")
     results = _read_json(run / "results.json")
     meta = {"format": 1, "source_run": str(run.resolve()), "token_type": token_type,
-            "command": command, "results": results, "lm": export_lm(model, out, lm_text, lm_arpa, lm_order)}
+            "command": command, "results": results,
+            "lm": export_lm(model, out, lm_text, lm_arpa, lm_order) if with_lm else None}
     (out / EXPORT_MARKER).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    (out / "README.md").write_text(model_card(hp, results, run, command), encoding="utf-8")
+    (out / "README.md").write_text(model_card(hp, results, run, command, meta["lm"]), encoding="utf-8")
     return out
 
 
@@ -285,8 +319,8 @@ def export_encoder(run: str | Path, out: str | Path, command: str | None = None)
     return out
 
 
-def model_card(hp: dict, results: dict, run: Path, command: str | None) -> str:
-    """README.md of an exported folder: data, training, WER and how to use it."""
+def model_card(hp: dict, results: dict, run: Path, command: str | None, lm: dict | None = None) -> str:
+    """README.md of an exported folder: data, training, WER, the LM and how to use it."""
     lines = ["# speechpos CTC model", "",
              f"A {hp['num_layers']}-layer {hp['encoder_kind']} (d_model {hp['d_model']}, "
              f"{hp['frontend']} front-end, {hp['patch_frames']}-frame tokens, position embedding "
@@ -302,6 +336,16 @@ def model_card(hp: dict, results: dict, run: Path, command: str | None) -> str:
         for split, r in results.items():
             lines.append(f"| {split} | {r.get('WER')} | {r.get('CER')} | {r.get('WER_lm', '')} | "
                          f"{r.get('train_seconds', '')} |")
+        lines.append("")
+    if lm:
+        lines += ["## Language model", "",
+                  f"Word n-gram LM (`lm.arpa`, lexicon `lm_lexicon.txt`: {lm.get('lexicon_words')} words) from "
+                  f"{lm.get('text') or lm['source']}" + (f", {lm['words']} words of text" if lm.get("words") else "")
+                  + f"; lm_weight {lm['lm_weight']}, word_score {lm['word_score']}, beam {lm['beam_size']}. "
+                  "`speechpos transcribe --lm` decodes with it; it outputs only lexicon words.", "",
+                  "| split | running words | out of lexicon | % |", "|---|---|---|---|"]
+        lines += [f"| {s} | {o['words']} | {o['out_of_lexicon']} | {o['percent']} |"
+                  for s, o in lm.get("out_of_lexicon", {}).items()]
         lines.append("")
     lines += ["## Use", "", "```python", "from speechbrain.inference.ASR import EncoderASR",
               'asr = EncoderASR.from_hparams(source="<this folder>", savedir="<a cache folder>")',

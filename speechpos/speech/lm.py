@@ -11,6 +11,11 @@ unigrams are interpolated with the uniform distribution over the vocabulary, ``<
 included. The ARPA file holds log10 probabilities and back-off weights, so the back-off
 query of any reader (KenLM, SpeechBrain's ``BackoffNgramLM``) gives the interpolated model.
 
+Any order is written (3 and 4 are the usual word LMs; a character LM for lexicon-free decoding
+takes 6 or more). ``prune=k`` drops the n-grams of order 2 and up seen at most ``k`` times (as
+KenLM's ``--prune``) and gives their probability to the back-off, whose weights are computed
+again so that every context's distribution still sums to one.
+
 Example
 -------
 >>> import io
@@ -27,6 +32,10 @@ Example
 {'CAT': ['C', 'A', 'T', '|'], 'DOG': ['D', 'O', 'G', '|']}
 >>> sentence_overlap(["THE CAT SAT"], ["the  cat sat", "A DOG"])
 {'sentences': 1, 'of': 2, 'percent': 50.0}
+>>> out_of_lexicon(["CAT", "SAT"], ["THE CAT SAT", "A CAT"])
+{'words': 5, 'out_of_lexicon': 2, 'percent': 40.0}
+>>> char_sentences(["THE CAT"])
+['T H E | C A T |']
 """
 
 from __future__ import annotations
@@ -120,8 +129,9 @@ def discounts(counts: Iterable[int]) -> tuple[float, float, float]:
     return (y, y, y)
 
 
-def kneser_ney(sentences: Iterable[str], order: int = 3) -> tuple[list[dict], list[dict]]:
-    """Interpolated modified Kneser-Ney model of the sentences.
+def kneser_ney(sentences: Iterable[str], order: int = 3, prune: int = 0) -> tuple[list[dict], list[dict]]:
+    """Interpolated modified Kneser-Ney model of the sentences; with ``prune``, the n-grams of
+    order 2 and up seen at most ``prune`` times are left out (see :func:`prune_model`).
 
     Returns ``(probs, backoffs)``: ``probs[n][gram]`` is the probability of the gram's last word
     after its first n - 1 words, ``backoffs[n][gram]`` the weight of the lower order after the
@@ -132,8 +142,14 @@ def kneser_ney(sentences: Iterable[str], order: int = 3) -> tuple[list[dict], li
     1.0
     >>> round(probs[2][("<s>", "A")], 3), round(backoffs[1][("A",)], 3)
     (0.766, 0.6)
+    >>> probs, backoffs = kneser_ney(["A B", "A B", "A"], order=2, prune=1)
+    >>> sorted(probs[2])
+    [('<s>', 'A'), ('A', 'B'), ('B', '</s>')]
     """
-    adjusted = adjusted_counts(count_ngrams(sentences, order))
+    if prune < 0:
+        raise ValueError(f"prune must be 0 or more, got {prune}")
+    raw = count_ngrams(sentences, order)
+    adjusted = adjusted_counts(raw)
     words = {gram[0] for gram in adjusted[1]} - {SOS}
     if not words:
         raise LMTextError("the LM text has no words")
@@ -149,7 +165,46 @@ def kneser_ney(sentences: Iterable[str], order: int = 3) -> tuple[list[dict], li
         p, gamma = _discounted(adjusted[n], discounts(adjusted[n].values()))
         probs[n] = {gram: p[gram] + gamma[gram[:-1]] * probs[n - 1][gram[1:]] for gram in p}
         backoffs[n - 1] = gamma
+    if prune:
+        prune_model(probs, backoffs, raw, prune)
     return probs, backoffs
+
+
+def backoff_prob(probs: list[dict], backoffs: list[dict], context: tuple, word: str) -> float:
+    """The probability of ``word`` after ``context`` as an ARPA reader computes it: the longest
+    n-gram present, times the back-off weights of the contexts it backs off from.
+
+    >>> probs, backoffs = kneser_ney(["A B", "A"], order=2)
+    >>> backoff_prob(probs, backoffs, ("A",), "B") == probs[2][("A", "B")]
+    True
+    """
+    weight = 1.0
+    while context:
+        gram = (*context, word)
+        if gram in probs[len(gram)]:
+            return weight * probs[len(gram)][gram]
+        weight *= backoffs[len(context)].get(context, 1.0)
+        context = context[1:]
+    return weight * probs[1].get((word,), probs[1][(UNK,)])
+
+
+def prune_model(probs: list[dict], backoffs: list[dict], counts: list[Counter], prune: int) -> None:
+    """Drop (in place) the n-grams of order 2 and up seen at most ``prune`` times and set each
+    context's back-off weight to the mass left over by its kept n-grams over the lower order's
+    mass of the same words, so every context's distribution sums to one again. A kept n-gram's
+    context and suffix have counts at least its own, so they are kept too (ARPA's rule)."""
+    order = len(probs) - 1
+    for n in range(2, order + 1):
+        probs[n] = {g: p for g, p in probs[n].items() if counts[n][g] > prune}
+    for n in range(2, order + 1):
+        kept, lower = defaultdict(float), defaultdict(float)
+        for gram, p in probs[n].items():
+            kept[gram[:-1]] += p
+            lower[gram[:-1]] += backoff_prob(probs, backoffs, gram[1:-1], gram[-1])
+        backoffs[n - 1] = {
+            ctx: (1.0 - kept[ctx]) / (1.0 - lower[ctx]) if lower[ctx] < 1.0 else 1.0
+            for ctx in backoffs[n - 1] if ctx in probs[n - 1]
+        }
 
 
 def _discounted(adjusted: dict, d: tuple[float, float, float]) -> tuple[dict, dict]:
@@ -167,14 +222,15 @@ def _discounted(adjusted: dict, d: tuple[float, float, float]) -> tuple[dict, di
     return p, {ctx: left[ctx] / totals[ctx] for ctx in totals}
 
 
-def write_arpa(sentences: Iterable[str], out, order: int = 3) -> None:
+def write_arpa(sentences: Iterable[str], out, order: int = 3, prune: int = 0) -> None:
     """Write the interpolated modified Kneser-Ney model of ``sentences`` (one per item,
-    words separated by spaces) in ARPA format to ``out`` (a path or a text stream)."""
+    words separated by spaces) in ARPA format to ``out`` (a path or a text stream); ``prune``
+    as in :func:`kneser_ney`."""
     if isinstance(out, str | bytes) or hasattr(out, "__fspath__"):
         with open(out, "w", encoding="utf-8") as f:
-            write_arpa(sentences, f, order)
+            write_arpa(sentences, f, order, prune)
         return
-    probs, backoffs = kneser_ney(sentences, order)
+    probs, backoffs = kneser_ney(sentences, order, prune)
     out.write("\\data\\\n")
     for n in range(1, order + 1):
         out.write(f"ngram {n}={len(probs[n])}\n")
@@ -245,3 +301,19 @@ def sentence_overlap(lm_sentences: Iterable[str], sentences: Iterable[str]) -> d
     hits = sum(s in seen for s in checked)
     percent = round(100 * hits / len(checked), 2) if checked else 0.0
     return {"sentences": hits, "of": len(checked), "percent": percent}
+
+
+def out_of_lexicon(lexicon: Iterable[str], sentences: Iterable[str]) -> dict:
+    """How many running words of ``sentences`` the lexicon lacks: a lexicon decoder gets each of
+    them wrong whatever the acoustic model says."""
+    known = set(lexicon)
+    words = [w for s in sentences for w in normalise(s).split()]
+    missing = sum(w not in known for w in words)
+    percent = round(100 * missing / len(words), 2) if words else 0.0
+    return {"words": len(words), "out_of_lexicon": missing, "percent": percent}
+
+
+def char_sentences(sentences: Iterable[str]) -> list[str]:
+    """The sentences as character "words" for a character LM (lexicon-free decoding): letters
+    separated by spaces, the word boundary ``|`` after every word (the decoder emits it there)."""
+    return [" ".join(c for w in s.split() for c in (*w, WORD_BOUNDARY)) for s in sentences if s.split()]

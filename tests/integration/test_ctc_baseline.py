@@ -39,6 +39,12 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     assert len(report["examples"]) == 2 and report["examples"][0]["ref"]
     text = (docs / "ctc_baseline.md").read_text()
     assert "| test-clean |" in text and "REF: " in text and "HYP: " in text
+    # both test splits, with the LM of the corpus's LM text by default
+    other = report["results"]["test-other"]
+    assert 0 <= other["WER"] and 0 <= other["WER_lm"] and "| test-other |" in text
+    assert set(tuned["tests"]) == {"test-clean", "test-other"}
+    assert test["lm"]["text"] == f"lm_text {tiny_librispeech / 'librispeech-lm-norm.txt'}"
+    assert f"{test['lm']['words']} words" in text and 0 <= test["lm_out_of_lexicon"]["percent"] < 100
     assert (docs / "ctc_wer_vs_time.png").stat().st_size > 10_000
 
     epochs = [r for r in read_train_log(tmp_path / "out" / "run" / "train_log.txt") if "epoch" in r]

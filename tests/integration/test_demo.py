@@ -20,6 +20,11 @@ def test_demo_quick_trains_both_rows_and_prints_examples(tmp_path):
     text = (tmp_path / "demo" / "results.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| scratch") or line.startswith("| mp3")]
     assert len(rows) == 2 and all("| 12 |" in r for r in rows)  # both rows trained 12 steps
+    header = next(line for line in text.splitlines() if line.startswith("| run |")).split(" | ")
+    for split in ("test-clean", "test-other"):  # greedy and LM WER of both test splits, filled in
+        for column in (f"{split} WER", f"{split} WER + LM"):
+            k = header.index(column)
+            assert all(float(r.split(" | ")[k]) >= 0 for r in rows), column
     assert text.count("REF: ") == 2 and text.count("HYP: ") == 2
     pretext = next(line for line in text.splitlines() if line.startswith("pretraining: "))
     assert "dev position accuracy" in pretext and "(chance " in pretext

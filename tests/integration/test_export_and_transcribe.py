@@ -257,8 +257,29 @@ def test_the_lm_goes_into_the_export_from_text_or_arpa(scratch_ctc_run, exported
     assert [model.transcribe_file(f) for f in files] == texts
 
 
-def test_lm_refusals_are_one_line_errors(exported, tiny_librispeech, tmp_path):
+def test_the_corpus_lm_text_goes_into_the_export_by_default(exported, tiny_librispeech):
+    """The run had no LM: the export builds one from the corpus's LM text and its model card says
+    which text, how many words, and the out-of-lexicon rate of each test split."""
+    from speechpos.corpora.librispeech import LM_TEXT
+
+    lm = json.loads((exported / "speechpos_export.json").read_text())["lm"]
+    text = tiny_librispeech / LM_TEXT
+    assert lm["text"] == f"lm_text {text}" and lm["words"] == len(text.read_text().split())
+    assert set(lm["out_of_lexicon"]) == {"dev-clean", "test-clean", "test-other"}
+    lexicon = (exported / "lm_lexicon.txt").read_text().splitlines()
+    assert lm["lexicon_words"] == len(lexicon) > 1000
+    card = (exported / "README.md").read_text()
+    assert "## Language model" in card and f"{lm['words']} words of text" in card and str(text) in card
+    for split, oov in lm["out_of_lexicon"].items():
+        assert f"| {split} | {oov['words']} | {oov['out_of_lexicon']} | {oov['percent']} |" in card
+
+
+def test_lm_refusals_are_one_line_errors(scratch_ctc_run, tiny_librispeech, tmp_path):
     audio = _test_files(tiny_librispeech)[0]
+    exported = tmp_path / "no_lm"
+    proc = run_python([*CLI, "export", str(scratch_ctc_run), str(exported), "--no-lm"],
+                      capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
     proc = run_python([*CLI, "transcribe", str(exported), audio, "--lm"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from test_speech_recipes import RECIPES, ROOT, TINY_MODEL, run_recipe
 
+from speechpos.corpora.librispeech import LM_TEXT
 from speechpos.experiments.runs import run_python
 
 TWO_STEPS = ["--number_of_epochs=1", "--train_samples_per_epoch=8", "--speed_perturb=False", *TINY_MODEL]
@@ -31,36 +32,59 @@ def lm_run(tiny_librispeech, tmp_path_factory):
     return out
 
 
-def test_lm_decoding_adds_wer_lm_beside_greedy(lm_run):
+def test_lm_decoding_adds_wer_lm_beside_greedy(lm_run, tiny_librispeech):
+    """By default the LM is built from the corpus's LM text; every test split (test-other too)
+    gets WER_lm, the overlap (none) and the out-of-lexicon rate."""
     out = lm_run
     results = json.loads((out / "results.json").read_text())
-    for split in ("dev-clean", "test-clean"):
-        r = results[split]
+    lm_text = tiny_librispeech / LM_TEXT
+    words = len(lm_text.read_text().split())
+    assert sorted(results) == ["dev-clean", "test-clean", "test-other"]
+    for split, r in results.items():
         assert r["decoding"] == "greedy" and 0 <= r["WER"] and 0 <= r["WER_lm"] and 0 <= r["CER_lm"]
         assert r["lm_text_overlap"]["of"] == r["utterances"] > 0
+        assert r["lm_text_overlap"]["sentences"] == 0
         assert r["lm"] == {
-            "text": f"the transcripts of {out / 'prep' / 'train-clean-100.csv'}", "order": 3,
+            "text": f"lm_text {lm_text}", "words": words, "order": 3, "units": "word", "prune": 0,
             "lm_weight": 1.0, "word_score": -1.0, "beam_size": 50,
         }
+        oov = r["lm_out_of_lexicon"]
+        refs = transcripts(tiny_librispeech, split)
+        assert oov["words"] == sum(len(t.split()) for t in refs) and 0 <= oov["out_of_lexicon"] < oov["words"]
         assert "%WER" in (out / f"wer_lm_{split}.txt").read_text()
+    assert f"LM text: lm_text {lm_text} (" in (out / "log.txt").read_text()
+    assert f", {words} words)" in (out / "log.txt").read_text()
     arpa = (out / "save" / "lm_3gram.arpa").read_text()
     assert arpa.startswith("\\data\\\nngram 1=") and "\\3-grams:" in arpa
     lexicon = (out / "save" / "lm_lexicon.txt").read_text().splitlines()
     assert lexicon and all(line.endswith(" |") for line in lexicon)
 
 
-def test_tune_lm_grid_searches_weights_on_dev(lm_run):
+def test_tune_lm_grid_searches_weights_beams_orders_and_lexicon_free_on_dev(lm_run, tmp_path):
     proc = run_python(
         [sys.executable, str(ROOT / "tools" / "tune_lm.py"), str(lm_run), "--lm_weights", "0", "2",
-         "--word_scores", "-1", "0.5"],
-        capture_output=True, text=True, timeout=300,
+         "--word_scores", "-1", "0.5", "--beam_sizes", "20", "5", "--orders", "3", "4", "--prune", "0", "1",
+         "--lexicon-free", "--char-orders", "5", "--test", "--docs", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    assert lines[1].startswith("greedy WER: ")
-    assert lines[2:4] == ["| lm_weight \\ word_score | -1 | 0.5 |", "|---|---|---|"]
-    assert lines[4].startswith("| 0 | ") and lines[5].startswith("| 2 | ")
-    assert lines[6].startswith("best: --lm_weight=") and "(dev WER " in lines[6]
+    out = proc.stdout
+    assert "out-of-lexicon rate: dev " in out and "test-other " in out
+    assert out.count("| lm_weight \\ word_score | -1 | 0.5 |") == 6  # 2 orders x 2 prunes + char x 2 prunes
+    assert "## word 4-gram, prune 1" in out and "## character 5-gram, prune 0" in out
+    assert "| beam | dev WER | dev CER | real-time factor |" in out
+    assert out.count("best: --lm_weight=") == 6 and "best on dev: " in out
+    report = json.loads((tmp_path / "lm_tuning.json").read_text())
+    lms = {(r["units"], r["order"], r["prune"]): r for r in report["lms"]}
+    assert set(lms) == {("word", 3, 0), ("word", 3, 1), ("word", 4, 0), ("word", 4, 1), ("char", 5, 0), ("char", 5, 1)}
+    for r in lms.values():
+        assert [b["beam_size"] for b in r["beams"]] == [20, 5] and len(r["grid"]) == 4
+        assert all(c["rtf"] > 0 for c in r["grid"])
+        assert set(r["test"]) == {"test-clean", "test-other"}
+    # pruning singletons leaves fewer n-grams of order 2 and up, the unigrams all
+    assert lms["word", 4, 1]["ngrams"]["1"] == lms["word", 4, 0]["ngrams"]["1"]
+    assert sum(lms["word", 4, 1]["ngrams"].values()) < sum(lms["word", 4, 0]["ngrams"].values())
+    assert "| real-time factor |" in (tmp_path / "lm_tuning.md").read_text()
 
 
 def test_lm_text_with_test_sentences_is_used_with_a_loud_warning(tiny_librispeech, tmp_path):

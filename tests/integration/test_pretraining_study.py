@@ -40,6 +40,7 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
         assert set(row) >= {"name", "labels", "seed", "test_clean_wer", "test_clean_cer",
                             "pretrain_minutes", "dev_position_accuracy", "chance_position_accuracy"}
         assert 0 <= row["test_clean_cer"] <= 200
+        assert 0 <= row["test_other_cer"] <= 200  # the corpus's held-out-engine split too
     anchors = next(r for r in rows if r["name"] == "MP3 + anchors, zero-init PE")
     assert anchors["chance_position_accuracy"] > 0 and anchors["pretrain_minutes"] >= 0.05
     for name, pre in report["pretraining"].items():

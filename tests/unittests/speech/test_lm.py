@@ -20,15 +20,18 @@ from speechpos.speech.lm import (
     UNK,
     LMTextError,
     adjusted_counts,
+    char_sentences,
     count_ngrams,
     discounts,
     lexicon_entries,
+    out_of_lexicon,
     sentence_overlap,
     write_arpa,
     write_lexicon,
 )
 from speechpos.speech.lm_decoding import (
     LMDecoder,
+    build_char_lm,
     build_lm_files,
     check_overlap,
     decoder_tokens,
@@ -109,6 +112,38 @@ def test_every_context_sums_to_one(order):
     contexts += [h for h in itertools.product(history, repeat=order - 1)]
     for ctx in contexts:
         assert sum(10 ** lm.logprob(w, ctx) for w in vocab) == pytest.approx(1.0, abs=1e-5), ctx
+
+
+@pytest.mark.parametrize("order, prune", [(2, 1), (3, 1), (4, 2)])
+def test_pruned_model_drops_rare_ngrams_and_every_context_still_sums_to_one(order, prune):
+    """Count pruning keeps the unigrams and the n-grams seen more than ``prune`` times; the
+    back-off weights are computed again, so every distribution sums to one (SpeechBrain's reader)."""
+    text = random_text(200, seed=3)
+    full = arpa_model(text, order)
+    out = io.StringIO()
+    write_arpa(text, out, order, prune=prune)
+    out.seek(0)
+    sizes, ngrams, backoffs = read_arpa(out)
+    counts = count_ngrams(text, order)
+    assert sizes[1] == full[0][1]
+    for n in range(2, order + 1):
+        kept = {(*ctx, w) for ctx, words in ngrams[n].items() for w in words}
+        assert kept == {g for g, c in counts[n].items() if c > prune} and sizes[n] < full[0][n]
+    lm = BackoffNgramLM(ngrams, backoffs)
+    vocab = sorted({w for s in text for w in s.split()}) + [EOS, UNK]
+    history = [w for w in vocab if w != EOS]
+    contexts = [(SOS, *h) for n in range(order - 1) for h in itertools.product(history, repeat=n)]
+    contexts += list(itertools.product(history, repeat=order - 1))
+    for ctx in contexts:
+        assert sum(10 ** lm.logprob(w, ctx) for w in vocab) == pytest.approx(1.0, abs=1e-5), ctx
+    with pytest.raises(ValueError, match="prune must be 0 or more, got -1"):
+        write_arpa(text, io.StringIO(), order, prune=-1)
+
+
+def test_out_of_lexicon_counts_running_words_and_char_text_marks_word_ends():
+    assert out_of_lexicon({"THE", "CAT"}, ["the cat sat", "THE DOG"]) == {
+        "words": 5, "out_of_lexicon": 2, "percent": 40.0}
+    assert char_sentences(["IT'S A", " "]) == ["I T ' S | A |"]
 
 
 def test_kenlm_loads_the_arpa_and_its_distributions_sum_to_one(tmp_path):
@@ -289,3 +324,24 @@ def test_padded_batch_decodes_each_utterance_to_its_length(tok, tmp_path):
     lengths = torch.tensor([1.0, len(short) / len(long)])
     decoder = decoder_for(tok, tmp_path, ["THE CAT SAT", "A DOG RAN"])
     assert decoder(batch, lengths) == ["A DOG RAN", "THE CAT"]
+
+
+def test_lexicon_free_decoding_spells_a_word_the_lexicon_lacks(tok, tmp_path):
+    """CHAT is not a word of the text; the lexicon decoder must output a lexicon word, the
+    lexicon-free one with a character LM follows the acoustics and spells it."""
+    logp = emissions(tok, "THE CHAT")[None]
+    text = ["THE CAT SAT", "A HAT", "THE CAT", "CAT"]
+    assert "CHAT" not in decoder_for(tok, tmp_path, text, lm_weight=1.0)(logp, torch.ones(1))[0].split()
+    arpa = build_char_lm(str(tmp_path), text, tok, order=4, source="test")
+    assert "\\4-grams:" in open(arpa).read()
+    free = LMDecoder(tok, arpa, None, lm_weight=0.5, word_score=0.0)
+    assert free(logp, torch.ones(1)) == ["THE CHAT"]
+
+
+def test_character_lm_breaks_an_acoustic_tie_toward_seen_spellings(tok, tmp_path):
+    """H or C at the start of ?AT (H a little likelier): with the character LM of a text full of
+    CAT, lexicon-free decoding reads CAT; without LM weight it reads HAT as greedy does."""
+    logp = emissions(tok, "THE ?AT", ambiguous="HC")[None]
+    arpa = build_char_lm(str(tmp_path), ["THE CAT"] * 5 + ["A CAT SAT"], tok, order=5, source="test")
+    assert LMDecoder(tok, arpa, None, lm_weight=2.0, word_score=0.0)(logp, torch.ones(1)) == ["THE CAT"]
+    assert LMDecoder(tok, arpa, None, lm_weight=0.0, word_score=0.0)(logp, torch.ones(1)) == ["THE HAT"]
