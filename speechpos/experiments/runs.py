@@ -74,7 +74,10 @@ PRETRAINERS = {
     "BEST-RQ": ("pretrain_bestrq.py", "hparams/bestrq.yaml", {"conv_mode": "on"}),
     # The masked patches never enter the encoder (MP3's gather path); the convolution is off in
     # pretraining and switched on, zero-initialised, at fine-tuning.
-    "BEST-RQ, dropped": ("pretrain_bestrq.py", "hparams/bestrq.yaml", {"conv_mode": "off", "drop_masked": True}),
+    "BEST-RQ, dropped": ("pretrain_bestrq.py", "hparams/bestrq.yaml",
+                         {"conv_mode": "off", "drop_masked": True, "decoder_kind": "conv"}),
+    "BEST-RQ, dropped, attention decoder": ("pretrain_bestrq.py", "hparams/bestrq.yaml",
+                                            {"conv_mode": "off", "drop_masked": True, "decoder_kind": "transformer"}),
     "joint λ=0.05": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.05}),
     "joint λ=0.3": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.3}),
     "joint λ=1": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 1.0}),

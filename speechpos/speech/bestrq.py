@@ -71,12 +71,41 @@ class RandomProjectionCodes(RandomProjectionQuantizer):
         return (projected @ self.CB.T).argmax(dim=-1)
 
 
+class ConvDecoderLayers(nn.Module):
+    """data2vec 2.0's decoder body: residual blocks of a 1-D convolution, layer norm and GELU
+    over the whole sequence, padding zeroed before each convolution. A masked position reads
+    its neighbours by construction, where attention has to learn where they are.
+
+    >>> ConvDecoderLayers(8, num_layers=2)(torch.randn(2, 5, 8), torch.tensor([5, 3])).shape
+    torch.Size([2, 5, 8])
+    """
+
+    def __init__(self, d_decoder: int, num_layers: int = 2, kernel_size: int = 7):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(d_decoder, d_decoder, kernel_size, padding=kernel_size // 2) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(d_decoder) for _ in range(num_layers))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = valid_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = x + torch.nn.functional.gelu(norm(conv(x.masked_fill(~valid, 0.0).transpose(1, 2)).transpose(1, 2)))
+        return x
+
+
+DECODER_KINDS = ("transformer", "conv")
+
+
 class MaskedTokenDecoder(nn.Module):
     """The light decoder of masked prediction with dropped tokens.
 
     The encodings of the kept tokens go back to their positions (projected to ``d_decoder``),
-    every dropped position gets one learned mask token, a fixed sinusoidal position signal is
-    added to all, and a small unpositioned transformer mixes them with full attention.
+    every dropped position gets one learned mask token, and a small network mixes them:
+    ``"transformer"`` (MAE-AST): a fixed sinusoidal position signal added to all, then an
+    unpositioned transformer with full attention; ``"conv"`` (data2vec 2.0): residual
+    convolution blocks (:class:`ConvDecoderLayers`). Measured on speech: the transformer decoder
+    learned to predict the codes from position alone and ignored the encoder
+    (``tools/bestrq_encoder_use.py``).
 
     Arguments
     ---------
@@ -85,9 +114,11 @@ class MaskedTokenDecoder(nn.Module):
     d_decoder : int
         Width of the decoder (MAE-AST and this toolkit's default: ``d_model // 2``).
     num_layers, nhead : int
-        Decoder depth and heads.
+        Decoder depth and heads (``nhead``: transformer only).
     dropout : float
-        Dropout of the decoder layers.
+        Dropout of the decoder layers (transformer only).
+    kind : str
+        ``"transformer"`` or ``"conv"``.
 
     Example
     -------
@@ -96,20 +127,30 @@ class MaskedTokenDecoder(nn.Module):
     >>> kept = context_from_mask(torch.tensor([[True, False, True, True], [True, True, False, False]]))
     >>> dec(torch.randn(2, 3, 16), kept, torch.tensor([4, 3])).shape
     torch.Size([2, 4, 8])
+    >>> MaskedTokenDecoder(16, 8, kind="conv")(torch.randn(2, 3, 16), kept, torch.tensor([4, 3])).shape
+    torch.Size([2, 4, 8])
     """
 
-    def __init__(self, d_model: int, d_decoder: int, num_layers: int = 2, nhead: int = 4, dropout: float = 0.0):
+    def __init__(self, d_model: int, d_decoder: int, num_layers: int = 2, nhead: int = 4, dropout: float = 0.0,
+                 kind: str = "transformer"):
         super().__init__()
+        if kind not in DECODER_KINDS:
+            raise ValueError(f"decoder kind must be one of {DECODER_KINDS}, got {kind!r}")
         self.project = nn.Linear(d_model, d_decoder)
         self.mask_token = nn.Parameter(torch.randn(d_decoder) * 0.02)
-        self.position = SinusoidalPositionEmbedding(d_decoder)
-        self.layers = build_encoder("transformer", num_layers, d_decoder, nhead, 4 * d_decoder, dropout)
+        self.position = SinusoidalPositionEmbedding(d_decoder) if kind == "transformer" else None
+        if kind == "transformer":
+            self.layers = build_encoder("transformer", num_layers, d_decoder, nhead, 4 * d_decoder, dropout)
+        else:
+            self.layers = ConvDecoderLayers(d_decoder, num_layers)
 
     def forward(self, encoded: torch.Tensor, kept, lengths: torch.Tensor) -> torch.Tensor:
         """(B, C, d_model) encodings of the ``kept`` context's tokens, (B,) token lengths of the
         whole sequences -> (B, T, d_decoder) outputs at every position."""
         tokens = scatter_tokens(self.project(encoded), kept, self.mask_token)
-        return self.layers(self.position(tokens), lengths)
+        if self.position is not None:
+            tokens = self.position(tokens)
+        return self.layers(tokens, lengths)
 
 
 class BestRQModel(nn.Module):
@@ -136,6 +177,8 @@ class BestRQModel(nn.Module):
         predict their codes with a :class:`MaskedTokenDecoder`.
     decoder_layers, decoder_dim, decoder_heads : int
         The decoder's size (``decoder_dim`` default: ``d_model // 2``); used with ``drop_masked``.
+    decoder_kind : str
+        ``"transformer"`` or ``"conv"`` (see :class:`MaskedTokenDecoder`).
     """
 
     def __init__(
@@ -153,6 +196,7 @@ class BestRQModel(nn.Module):
         decoder_layers: int = 2,
         decoder_dim: int | None = None,
         decoder_heads: int = 4,
+        decoder_kind: str = "conv",
     ):
         super().__init__()
         if encoder.position_embedding is None:
@@ -172,7 +216,7 @@ class BestRQModel(nn.Module):
         self.decoder = None
         if drop_masked:
             decoder_dim = decoder_dim or d_model // 2
-            self.decoder = MaskedTokenDecoder(d_model, decoder_dim, decoder_layers, decoder_heads)
+            self.decoder = MaskedTokenDecoder(d_model, decoder_dim, decoder_layers, decoder_heads, kind=decoder_kind)
         self.head = nn.Linear(decoder_dim if drop_masked else d_model, codebook_size)
 
     def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor):

@@ -106,11 +106,11 @@ def test_clock_refuses_a_non_positive_budget():
 # ------------------------------------------------------------------ BEST-RQ with dropped masked tokens
 
 
-def dropped_bestrq(kind="conformer", **kw):
+def dropped_bestrq(kind="conformer", decoder_kind="transformer", **kw):
     torch.manual_seed(0)
     enc = build_speech_encoder(position_embedding=True, kind=kind, conv_mode="off", **SMALL)
     return BestRQModel(enc, n_mels=80, patch_frames=4, d_model=16, codebook_size=64, drop_masked=True,
-                       decoder_dim=8, decoder_heads=2, **kw)
+                       decoder_dim=8, decoder_heads=2, decoder_kind=decoder_kind, **kw)
 
 
 def fixed_mask(monkeypatch, frames):
@@ -121,7 +121,7 @@ def fixed_mask(monkeypatch, frames):
 
 
 def test_dropped_masked_tokens_never_reach_the_encoder_keys_and_values(monkeypatch):
-    model = dropped_bestrq().eval()
+    model = dropped_bestrq(decoder_kind="conv").eval()
     masked_patches = [1, 2, 5, 9]
     fixed_mask(monkeypatch, [4 * p + i for p in masked_patches for i in range(4)])
     feats, rel = torch.randn(2, 48, 80), torch.tensor([1.0, 0.75])  # 12 and 9 patches
@@ -163,8 +163,9 @@ def test_dropped_decoder_sees_a_mask_token_at_every_masked_position(monkeypatch)
     assert torch.equal(targets, model.quantizer(clean).reshape(-1))
 
 
-def test_one_dropped_step_lowers_the_loss(monkeypatch):
-    model = dropped_bestrq(kind="transformer").train()
+@pytest.mark.parametrize("decoder_kind", ["conv", "transformer"])
+def test_one_dropped_step_lowers_the_loss(monkeypatch, decoder_kind):
+    model = dropped_bestrq(kind="transformer", decoder_kind=decoder_kind).train()
     fixed_mask(monkeypatch, [4 * p + i for p in (1, 2, 6, 8, 11) for i in range(4)])
     feats = torch.randn(4, 64, 80)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
