@@ -178,7 +178,8 @@ class BestRQModel(nn.Module):
     decoder_layers, decoder_dim, decoder_heads : int
         The decoder's size (``decoder_dim`` default: ``d_model // 2``); used with ``drop_masked``.
     decoder_kind : str
-        ``"transformer"`` or ``"conv"`` (see :class:`MaskedTokenDecoder`).
+        ``"transformer"`` or ``"conv"`` (see :class:`MaskedTokenDecoder`; ``bestrq.yaml`` says
+        ``conv``; the default here rebuilds runs made before the choice existed).
     """
 
     def __init__(
@@ -196,7 +197,7 @@ class BestRQModel(nn.Module):
         decoder_layers: int = 2,
         decoder_dim: int | None = None,
         decoder_heads: int = 4,
-        decoder_kind: str = "conv",
+        decoder_kind: str = "transformer",
     ):
         super().__init__()
         if encoder.position_embedding is None:

@@ -429,6 +429,22 @@ def test_bestrq_loss_falls_and_code_accuracy_rises(bestrq_run):
     assert summary["peak_memory_mib"] > 0 and summary["budget_seconds"] is None
 
 
+def test_encoder_use_tool_scores_a_bestrq_run_with_and_without_its_encoder(bestrq_run, tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("tool_encoder_use", ROOT / "tools" / "bestrq_encoder_use.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(bestrq_run), "--names", "tiny", "--batches", "2", "--docs", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bestrq_encoder_use.json").read_text())["runs"]["tiny"]
+    assert result["targets"] > 0 and result["decoder"] == "none (linear head)" and not result["drop_masked"]
+    assert all(0 <= result[mode] <= 100 for mode in tool.MODES)
+    assert str(tmp_path) not in (tmp_path / "bestrq_encoder_use.md").read_text()
+    with pytest.raises(SystemExit, match="no hyperparams.yaml here"):
+        tool.main([str(tmp_path), "--docs", str(tmp_path)])
+
+
 def test_ctc_runs_a_fixed_step_count_from_the_bestrq_encoder(bestrq_run, tiny_librispeech, tmp_path):
     """The BEST-RQ encoder loads with its position embedding; --optimizer_step_limit stops
     training after exactly that many steps however small an epoch is."""
