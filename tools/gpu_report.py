@@ -42,18 +42,39 @@ def check_table_headers() -> list[str]:
     return tool.TABLE_HEADERS
 
 
+def compiled_ctc_row(rows: list[dict]) -> dict:
+    """The check's compiled CTC fine-tuning row, found by its stage and its ``compiled`` flag.
+
+    >>> compiled_ctc_row([{"stage": "CTC fine-tuning", "compiled": False},
+    ...                   {"stage": "CTC fine-tuning, --compile", "compiled": True}])["stage"]
+    'CTC fine-tuning, --compile'
+    >>> compiled_ctc_row([{"stage": "CTC fine-tuning", "compiled": False}])
+    Traceback (most recent call last):
+    ...
+    ValueError: gpu_check.json has no compiled CTC row (stages: CTC fine-tuning); run gpu_check.sh --compare-compile
+    """
+    for row in rows:
+        if row.get("stage", "").startswith("CTC") and row.get("compiled"):
+            return row
+    stages = ", ".join(r.get("stage", "?") for r in rows)
+    raise ValueError(f"gpu_check.json has no compiled CTC row (stages: {stages}); "
+                     "run gpu_check.sh --compare-compile")
+
+
 def compile_rows(check: dict, eager: dict, compiled_curve, eager_curve, compiled_first10=None) -> list[dict]:
     """The compiled CTC run (from the check) and the eager one, side by side.
 
-    >>> check = {"rows": [{}, {"steady_audio_s_per_s": 600.0, "first_step_s": 50.0, "steps": 100,
-    ...                        "train_s": 150.0, "result": "WER dev 99 / test 98, CER test 60"}]}
+    >>> check = {"rows": [{"stage": "pretraining", "compiled": False},
+    ...                   {"stage": "CTC fine-tuning", "compiled": True, "steady_audio_s_per_s": 600.0,
+    ...                    "first_step_s": 50.0, "steps": 100, "train_s": 150.0,
+    ...                    "result": "WER dev 99 / test 98, CER test 60"}]}
     >>> eager = {"test-clean": {"steady_audio_s_per_s": 500.0, "first_step_s": 1.0,
     ...          "first_10_steps_s": 2.0, "steps_trained": 900, "WER": 90.0, "CER": 45.0}}
     >>> rows = compile_rows(check, eager, [(150.0, 99.0, 60.0)], [(60.0, 95.0, 50.0)])
     >>> [r["steady speed-up"] for r in rows], rows[1]["best dev WER"]
     (['1.20x', '1.00x'], 95.0)
     """
-    ctc = check["rows"][1]
+    ctc = compiled_ctc_row(check["rows"])
     test = eager["test-clean"]
     base = test["steady_audio_s_per_s"]
     rows = []
