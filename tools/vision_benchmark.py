@@ -3,13 +3,15 @@
 Writes sklearn's digits as an ImageFolder (``tools/make_digits_imagefolder.py``), pretrains a
 small ViT with each position-prediction variant (``recipes/ImageNet/pretrain.py``) on the
 train split, fine-tunes every row for the same number of epochs
-(``recipes/ImageNet/finetune.py``) and prints a markdown table of val top-1, also written to
-``<out>/table.md``. Every run is the recipe script itself in a subprocess, with one CPU thread;
-finished runs (``results.json`` present) are reused, so an interrupted benchmark resumes.
+(``recipes/ImageNet/finetune.py``) and writes ``<docs>/<report>.{md,json,png}`` (default
+``docs/vision_results``): val top-1 as mean ± sample std over seeds. Every run is the recipe
+script itself in a subprocess, with one CPU thread; finished runs (``results.json`` present)
+are reused, so an interrupted benchmark resumes, and ``--report-only`` writes the report from
+the runs already finished.
 
 Usage::
 
-    .venv/bin/python tools/vision_benchmark.py --out results/vision_benchmark --seeds 0 1
+    .venv/bin/python tools/vision_benchmark.py --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shlex
 import statistics
@@ -28,6 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from make_digits_imagefolder import make_digits_imagefolder  # noqa: E402
+
+from speechpos.experiments.plots import (  # noqa: E402
+    _pyplot,
+    _save,
+    markdown_table,
+    mean_std,
+    tool_command,
+    write_report,
+)
 
 RECIPES = ROOT / "recipes" / "ImageNet"
 
@@ -86,12 +98,16 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def run_recipe(script: str, hparams: str, overrides: dict, output: Path, log) -> tuple[dict, float]:
-    """Run a recipe unless its results exist; returns (results, wall seconds)."""
+def run_recipe(script: str, hparams: str, overrides: dict, output: Path, log,
+               report_only: bool = False) -> tuple[dict, float] | None:
+    """Run a recipe unless its results exist; returns (results, wall seconds), or None for a
+    run not finished when ``report_only``."""
     results = output / "results.json"
     timing = output / "wall_seconds.txt"
     if results.is_file() and timing.is_file():
         return json.loads(results.read_text()), float(timing.read_text())
+    if report_only:
+        return None
     cmd = [sys.executable, str(RECIPES / script), str(RECIPES / "hparams" / hparams)]
     cmd += [f"--{k}={v}" for k, v in {**overrides, "output_folder": output}.items()]
     cmd += ["--noprogressbar"]
@@ -118,13 +134,35 @@ def forward_seconds(pretrain_dir: Path) -> dict[str, float]:
 
 
 def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """mean (± population std over seeds) in percent."""
-    if not values:
-        return "-"
-    mean = statistics.mean(values) * scale
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.pstdev(values) * scale:.{digits}f}"
+    """mean ± sample std over seeds, in percent."""
+    return mean_std([v * scale for v in values], digits)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def plot_top1(rows: list[dict], path: Path) -> Path:
+    """Val top-1 per fine-tuned model: mean with sample-std error bars, seeds as dots."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.0, 0.45 * len(rows) + 1.2))
+    for i, row in enumerate(rows):
+        values = [100 * v for v in row["top1"]]
+        if not values:
+            continue
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        ax.barh(i, statistics.mean(values), xerr=sd, color="tab:blue", alpha=0.6)
+        ax.plot(values, [i] * len(values), "k.", ms=4)
+    ax.set_yticks(range(len(rows)), [r["name"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("val top-1 % (bar: mean, line: sample std, dots: seeds)")
+    return _save(fig, path, "Digits ViT: position-prediction pretraining vs scratch")
 
 
 def forward_cell(seconds: list[dict[str, float]]) -> str:
@@ -144,6 +182,10 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--rows", nargs="*", help="only the rows whose name contains one of these")
+    parser.add_argument("--docs", default="docs", help="where <report>.{md,json,png} go")
+    parser.add_argument("--report", default="vision_results")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the report from the runs already finished")
     args = parser.parse_args()
 
     data = ROOT / args.data
@@ -154,15 +196,15 @@ def main() -> None:
     common = {**MODEL, "data_folder": data}
     log = sys.stderr
 
-    pre_results: dict[str, list[tuple[dict, float, dict]]] = {}
-    table = []
+    pre_results: dict[str, dict[int, tuple[dict, float, dict]]] = {}
+    table, records = [], []
     for name, pretraining, overrides in rows:
-        top1, ft_wall = [], []
+        top1, ft_wall, seeds_done = [], [], []
         for seed in args.seeds:
             pre_path = None
             if pretraining is not None:
                 pre_dir = out / "pretrain" / slug(pretraining) / str(seed)
-                res, wall = run_recipe(
+                done = run_recipe(
                     "pretrain.py",
                     "pretrain.yaml",
                     {
@@ -174,12 +216,15 @@ def main() -> None:
                     },
                     pre_dir,
                     log,
+                    args.report_only,
                 )
-                runs = pre_results.setdefault(pretraining, [])
-                if len(runs) < len(args.seeds):
-                    runs.append((res, wall, forward_seconds(pre_dir)))
+                if done is None:
+                    continue
+                res, wall = done
+                runs = pre_results.setdefault(pretraining, {})
+                runs[seed] = (res, wall, forward_seconds(pre_dir))
                 pre_path = pre_dir
-            res, wall = run_recipe(
+            done = run_recipe(
                 "finetune.py",
                 "finetune.yaml",
                 {
@@ -192,13 +237,26 @@ def main() -> None:
                 },
                 out / "finetune" / slug(name) / str(seed),
                 log,
+                args.report_only,
             )
+            if done is None:
+                continue
+            res, wall = done
             top1.append(res["top1"])
+            seeds_done.append(seed)
             ft_wall.append(wall)
             print(
                 f"{name} seed {seed}: top-1 {res['top1']:.4f} ({wall:.0f} s)", file=log, flush=True
             )
-        pre = pre_results.get(pretraining, [])
+        pre = list(pre_results.get(pretraining, {}).values())
+        records.append({
+            "name": name,
+            "seeds": seeds_done,
+            "top1": top1,
+            "pretrain_position_accuracy": [r["position_accuracy"] for r, _, _ in pre],
+            "pretrain_wall_s": [w for _, w, _ in pre],
+            "finetune_wall_s": ft_wall,
+        })
         table.append(
             [
                 name,
@@ -206,31 +264,40 @@ def main() -> None:
                 fmt([r["position_accuracy"] for r, _, _ in pre]) if pre else "-",
                 f"{statistics.mean(w for _, w, _ in pre):.0f}" if pre else "-",
                 forward_cell([s for _, _, s in pre]),
-                f"{statistics.mean(ft_wall):.0f}",
+                f"{statistics.mean(ft_wall):.0f}" if ft_wall else "-",
+                len(top1),
             ]
         )
 
     header = [
         "fine-tuned model",
-        "val top-1 %",
+        "val top-1 % (mean ± sample std)",
         "pretrain val position acc. % (chance 1.6)",
         "pretrain wall s",
         "pretrain forward s/epoch: masked (+ attentive pass)",
         "fine-tune wall s",
+        "seeds",
     ]
-    lines = [
-        f"Digits ImageFolder ({data.name}), ViT d_model {MODEL['d_model']}, {MODEL['num_layers']} layers, "
-        f"patch {MODEL['patch_size']} on {MODEL['image_size']} px (8x8 grid); pretraining "
-        f"{args.pretrain_epochs} epochs, fine-tuning {args.finetune_epochs} epochs; seeds {args.seeds}; "
-        "1 CPU thread per run.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in table]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    (out / "table.md").write_text(text)
+    wall = sum(w for runs in pre_results.values() for _, w, _ in runs.values())
+    wall += sum(sum(r["finetune_wall_s"]) for r in records)
+    setup = (
+        f"Digits ImageFolder ({data.name}, scikit-learn's 8x8 digits upscaled), ViT d_model "
+        f"{MODEL['d_model']}, {MODEL['num_layers']} layers, patch {MODEL['patch_size']} on "
+        f"{MODEL['image_size']} px (8x8 grid); pretraining {args.pretrain_epochs} epochs, fine-tuning "
+        f"{args.finetune_epochs} epochs; seeds {args.seeds}. Every run one CPU thread on {cpu_model()}; "
+        f"{wall / 60:.0f} min of runs in all. ± is the sample std over seeds (ddof 1)."
+    )
+    command = tool_command("tools/vision_benchmark.py", sys.argv[1:])
+    docs = ROOT / args.docs
+    docs.mkdir(parents=True, exist_ok=True)
+    plot_top1(records, docs / f"{args.report}.png")
+    table_md = markdown_table(header, table) + f"\n\n![val top-1 per model]({args.report}.png)"
+    write_report(setup, table_md, docs / f"{args.report}.md",
+                 title="Vision: position-prediction pretraining on digits", command=command)
+    (docs / f"{args.report}.json").write_text(json.dumps(
+        {"setup": setup, "command": command, "cpu": cpu_model(), "seeds": args.seeds,
+         "pretrain_epochs": args.pretrain_epochs, "finetune_epochs": args.finetune_epochs,
+         "model": MODEL, "rows": records}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
