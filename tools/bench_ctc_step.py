@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 
-from speechpos.experiments.plots import markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import markdown_table, tool_command, write_report  # noqa: E402
 from speechpos.precision import choose_precision, read_cpu_flags  # noqa: E402
 
 HPARAMS = ROOT / "recipes" / "LibriSpeech" / "hparams" / "ctc.yaml"
@@ -230,9 +230,9 @@ def main(argv=None) -> int:
         f"at the same threads and precision (GFLOP/s: {ceiling_text}). Machine: {platform.machine()} "
         f"{platform.processor() or ''}, torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, flags {', '.join(flags) or 'none'}; "
-        f"`precision: auto` -> {auto} ({reason}). {args.note} Command: `python tools/bench_ctc_step.py"
-        f"{' ' + ' '.join(argv if argv is not None else sys.argv[1:])}`."
-    )
+        f"`precision: auto` -> {auto} ({reason}). {args.note}"
+    ).strip()
+    command = tool_command(__file__, argv if argv is not None else sys.argv[1:])
     table = markdown_table(["variant", "params (M)", "threads", "precision", "step", "step (s)",
                             "audio s / s", "speed-up", "GFLOP/s", "% of matmul ceiling",
                             "compile (s)"], rows)
@@ -247,9 +247,9 @@ def main(argv=None) -> int:
                   "self CPU time over 3 steps):\n\n" + markdown_table(
                       ["operator", "% of self CPU time", "calls per step"],
                       [list(r.values()) for r in profile]))
-    write_report(setup, table, args.out)
+    write_report(setup, table, args.out, title="CTC training step", command=command)
     Path(args.out).with_suffix(".json").write_text(
-        json.dumps({"setup": setup, "ceilings_gflop_per_s": {f"{t}x{pr}": round(v, 1) for (t, pr), v in
+        json.dumps({"setup": setup, "command": command, "ceilings_gflop_per_s": {f"{t}x{pr}": round(v, 1) for (t, pr), v in
                                                              ceilings.items()}, "rows": records,
                     "profile": profile}, indent=1))
     return 0

@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
 import sys
@@ -45,7 +46,7 @@ from speechpos.experiments.bench import (  # noqa: E402
     bench_table_rows,
     matmul_ceiling,
 )
-from speechpos.experiments.plots import markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import markdown_table, tool_command, write_report  # noqa: E402
 
 QUICK = {"layers": 2, "d_model": 32, "heads": 4, "ffn": 64, "seconds": 2.0, "batch": 2,
          "repeats": 2, "warmup": 1}
@@ -121,7 +122,10 @@ def main(argv=None) -> int:
         "speechpos's batch-first scaled_dot_product_attention on the same weights (the default)."
     )
     table = markdown_table(list(BENCH_HEADERS), bench_table_rows(rows, ceilings))
-    write_report(setup, table, args.out)
+    command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
+    write_report(setup, table, args.out, title="Pretraining step: speed and memory", command=command)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"setup": setup, "command": command, "ceilings_gflop_per_s": ceilings, "rows": rows}, indent=1, default=str) + "\n")
     return 0
 
 

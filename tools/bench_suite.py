@@ -100,8 +100,10 @@ def main(argv=None) -> int:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    command = f"python tools/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}"
-    setup = (f"`{command}`: `python {' '.join(PYTEST)}{' ' + ' '.join(args.pytest_args) if args.pytest_args else ''}` "
+    from speechpos.experiments.plots import tool_command
+
+    command = tool_command(__file__, argv if argv is not None else sys.argv[1:])
+    setup = (f"`python {' '.join(PYTEST)}{' ' + ' '.join(args.pytest_args) if args.pytest_args else ''}` "
              f"in each checkout, one after the other, on {os.cpu_count()} cores ({cpu}). {args.note}").strip()
     summary = markdown_table(
         ["checkout", "commit", "passed", "failed", "wall time (min:s)", "pytest's time (s)"],
@@ -117,11 +119,12 @@ def main(argv=None) -> int:
         f"### Slowest files (sum of their tests' phases; each file runs on one worker): {r['name']}\n\n"
         + markdown_table(["s", "file"], [[v, f"`{k}`"] for k, v in list(r["files"].items())[:8]])
         for r in results)
-    text = f"# Test suite time\n\n{setup}\n\n{summary}{failures}\n\n{slow}\n\n{by_file}\n"
+    text = (f"# Test suite time\n\n{setup}\n\n{summary}{failures}\n\n{slow}\n\n{by_file}\n\n"
+            f"## Command\n\n```bash\n{command}\n```\n")
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / f"{args.report}.md").write_text(text)
-    (docs / f"{args.report}.json").write_text(json.dumps({"setup": setup, "checkouts": results}, indent=1))
+    (docs / f"{args.report}.json").write_text(json.dumps({"setup": setup, "command": command, "checkouts": results}, indent=1))
     print(text)
     return 0 if all(r["exit_status"] == 0 for r in results) else 1
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.experiments.plots import markdown_table  # noqa: E402
+from speechpos.experiments.plots import markdown_table, tool_command, write_report  # noqa: E402
 from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 
 VARIANTS = {
@@ -76,16 +76,16 @@ def main(argv=None) -> int:
                                       "dev_WER", "dev_CER", "test_WER", "test_CER")])
     table = markdown_table(["variant", "change", "steps", "train min", "audio s/s", "dev WER",
                             "dev CER", "test WER", "test CER"], rows)
+    command = tool_command(__file__, argv if argv is not None else sys.argv[1:])
     setup = (
-        f"`python tools/ctc_ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}`: "
         f"`asr_ctc.py hparams/ctc.yaml --number_of_steps={args.steps}` plus each variant's "
         f"overrides on `{corpus.name}`, {args.jobs} run(s) at a time with one torch thread each "
         f"({platform.machine()}), greedy decoding, checkpoint chosen on dev WER."
     )
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "ctc_ablation.md").write_text(f"# CTC baseline ablations\n\n{setup}\n\n{table}\n")
-    (docs / "ctc_ablation.json").write_text(json.dumps({"setup": setup, "rows": records}, indent=1))
-    print(setup + "\n\n" + table)
+    write_report(setup, table, docs / "ctc_ablation.md", title="CTC baseline ablations", command=command)
+    (docs / "ctc_ablation.json").write_text(json.dumps({"setup": setup, "command": command, "rows": records},
+                                                       indent=1))
     return 0
 
 

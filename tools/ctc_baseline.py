@@ -43,6 +43,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     markdown_table,
     plot_quality_vs_time,
     read_train_log,
+    tool_command,
 )
 from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 
@@ -185,9 +186,9 @@ def main(argv=None) -> int:
     )
     pairs = example_pairs(run / "wer_test-clean.txt", args.examples)
     examples = "\n".join(f"- `{uid}`\n  - REF: {ref}\n  - HYP: {hyp}" for uid, ref, hyp in pairs)
+    command = tool_command(__file__, argv if argv is not None else sys.argv[1:])
     setup = (
-        f"`python tools/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`"
-        f" -> `asr_ctc.py hparams/ctc.yaml --number_of_steps={args.steps}"
+        f"`asr_ctc.py hparams/ctc.yaml --number_of_steps={args.steps}"
         f"{' ' + ' '.join(args.model_args) if args.model_args else ''}` on `{corpus.name}` "
         f"({args.threads} torch thread(s), {platform.machine()}, precision "
         f"{test.get('precision')}); {test['steps_trained']} steps in "
@@ -203,11 +204,11 @@ def main(argv=None) -> int:
     text = (
         f"# From-scratch CTC baseline\n\n{setup}\n\n## Test\n\n{table}\n\n{tuned_text}\n\n{against}"
         f"## Dev during training\n\n{curve_table}\n\n![WER vs time](ctc_wer_vs_time.png)\n\n"
-        f"## test-clean examples (greedy)\n\n{examples}\n"
+        f"## test-clean examples (greedy)\n\n{examples}\n\n## Command\n\n```bash\n{command}\n```\n"
     )
     (docs / "ctc_baseline.md").write_text(text)
     (docs / "ctc_baseline.json").write_text(json.dumps(
-        {"setup": setup, "results": results, "lm_tuned_on_dev": tuned, "curve": [dict(zip(
+        {"setup": setup, "command": command, "results": results, "lm_tuned_on_dev": tuned, "curve": [dict(zip(
             ("train_seconds", "dev_WER", "dev_CER"), c, strict=True)) for c in curve],
          "examples": [dict(zip(("id", "ref", "hyp"), e, strict=True)) for e in pairs],
          **({"previous": previous} if previous else {})}, indent=1))

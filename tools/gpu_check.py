@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from speechpos.experiments.plots import last_valid, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import last_valid, markdown_table, tool_command, write_report  # noqa: E402
 from speechpos.experiments.runs import (  # noqa: E402
     ANCHORS_PRETEXT,
     CONFORMER_BODY,
@@ -140,14 +140,14 @@ def main(argv=None) -> int:
              "peak_memory_mib": test["peak_memory_mib"],
              "memory_kind": test["peak_memory_kind"],
              "result": f"WER dev {dev['WER']} / test {test['WER']}, CER test {test['CER']}"})
-    setup = (f"`python tools/gpu_check.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
-             f"{device_name(device)}, {threads} torch thread(s), torch {torch.__version__}; corpus `{corpus.name}`; budgets "
+    command = tool_command(__file__, argv if argv is not None else sys.argv[1:])
+    setup = (f"On {device_name(device)}, {threads} torch thread(s), torch {torch.__version__}; corpus `{corpus.name}`; budgets "
              f"{pre_s:g} s pretraining, {ctc_s:g} s CTC (training time, validation excluded); "
              f"wall time {time.time() - t0:.0f} s in all (finished stages are kept on a rerun).")
     table = markdown_table(TABLE_HEADERS, [list(r.values()) for r in rows])
     print(table, flush=True)
-    write_report(setup, table, out / "gpu_check.md")
-    (out / "gpu_check.json").write_text(json.dumps({"setup": setup, "device_name": device_name(device),
+    write_report(setup, table, out / "gpu_check.md", title="GPU check", command=command)
+    (out / "gpu_check.json").write_text(json.dumps({"setup": setup, "command": command, "device_name": device_name(device),
                                                     "rows": rows}, indent=1))
     return 0
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -43,7 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from speechpos.corpora.speech_commands import make_kws_corpus
-from speechpos.experiments.plots import markdown_table, plot_class_confusion
+from speechpos.experiments.plots import (
+    markdown_table,
+    mean_std,
+    plot_class_confusion,
+    repo_relative,
+    tool_command,
+)
 from speechpos.experiments.runs import Run, run_all, seed_limits
 from speechpos.speech.data.speech_commands import prepare_speech_commands
 
@@ -231,15 +236,12 @@ def res_path(run: Run) -> str:
 
 
 def fmt(values: list[float]) -> str:
-    """mean ± population std.
+    """mean ± sample std (ddof 1).
 
     >>> fmt([90.0, 92.0]), fmt([50.0])
-    ('91.00 ± 1.00', '50.00')
+    ('91.00 ± 1.41', '50.00')
     """
-    if not values:
-        return "-"
-    mean = statistics.mean(values)
-    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {statistics.pstdev(values):.2f}"
+    return mean_std(values, 2)
 
 
 def mean_of(rows: list[dict], name: str, key: str = "test_accuracy") -> float | None:
@@ -248,7 +250,7 @@ def mean_of(rows: list[dict], name: str, key: str = "test_accuracy") -> float | 
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """The issue's targets, each checked on the means (with each row's seed count)."""
+    """The benchmark's goals, each checked on the means (with each row's seed count)."""
     scratch, xvec = mean_of(rows, "scratch, PE"), mean_of(rows, "SpeechBrain x-vector")
     mp3_nope = mean_of(rows, "MP3, no PE")
     present = [n for n in POSITION_ROWS if mean_of(rows, n) is not None]
@@ -286,7 +288,9 @@ def augmentation_targets(rows: list[dict]) -> list[str]:
     """The targets of the held-out-engine benchmark (``--rows augmentation``), on the means."""
     def stats(name, key="test_accuracy"):
         values = [r[key] for r in rows if r["name"] == name and key in r]
-        return (statistics.mean(values), statistics.pstdev(values), len(values)) if values else None
+        if not values:
+            return None
+        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
     def mark(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -348,7 +352,7 @@ def augmentation_targets(rows: list[dict]) -> list[str]:
 
 
 def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=ROWS,
-                 name: str = "kws_results") -> None:
+                 name: str = "kws_results", command: str = "", rewritten_by: str = "") -> None:
     """<name>.md / .json and kws_confusion.png (kws_results: the rows of ``row_set``)."""
     docs.mkdir(parents=True, exist_ok=True)
     other = any("test_other_accuracy" in r for r in rows)
@@ -367,7 +371,7 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
     best_rows = [r for r in rows if r["name"] == best]
     confusion_png = "kws_confusion.png" if name == "kws_results" else f"{name}_confusion.png"
     held_out_png = confusion_png.replace(".png", "_held_out.png")
-    if best_rows:
+    if best_rows and all("_confusion" in r for r in best_rows):  # not in a report rewritten from its json
         confusion = np.sum([np.array(r["_confusion"]) for r in best_rows], axis=0)
         plot_class_confusion(confusion, best_rows[0]["_labels"], docs / confusion_png,
                              title=f"{best}: test confusion, summed over {len(best_rows)} seed(s)")
@@ -375,19 +379,23 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
             confusion = np.sum([np.array(r["_confusion_other"]) for r in best_rows], axis=0)
             plot_class_confusion(confusion, best_rows[0]["_labels"], docs / held_out_png,
                                  title=f"{best}: held-out engine, {len(best_rows)} seed(s)")
-    headers = ["model", "test accuracy %", *(["held-out engine test %"] if other else []), "valid accuracy %",
+    headers = ["model", "test accuracy % (mean ± sample std)", *(["held-out engine test %"] if other else []),
+               "valid accuracy %",
                "pretext dev position acc. %", "chance %", "encoder parameters", "training min (1 thread; pretrained rows: fine-tuning only)", "seeds"]
-    checks = ("Targets (issue 14):", targets(rows)) if row_set is ROWS else (
-        "Targets (issue 25):", augmentation_targets(rows))
+    checks = targets(rows) if row_set is ROWS else augmentation_targets(rows)
     text = "\n".join([
         "# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)",
-        "", setup, "", markdown_table(headers, table), "", checks[0], "", *checks[1], "",
+        "", setup, "", markdown_table(headers, table), "", "Checks on the means (± is the sample std over "
+        "seeds):", "", *checks, "",
         f"Confusion matrix of the best position-prediction row: `{confusion_png}` ({best})"
         + (f"; on the held-out engine: `{held_out_png}`." if other else "."), "",
+        *(["## Command", "", "```bash", command, "```", ""] if command else []),
+        *([f"This page was rewritten from its json by `{rewritten_by}`.", ""] if rewritten_by else []),
     ])
     (docs / f"{name}.md").write_text(text)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    (docs / f"{name}.json").write_text(json.dumps({"preset": preset, "setup": setup, "rows": public}, indent=1))
+    (docs / f"{name}.json").write_text(json.dumps({"preset": preset, "setup": setup, "command": command,
+                                                   "rows": public}, indent=1))
     print(text)
 
 
@@ -415,7 +423,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="run nothing: write the report from the runs already finished (the others are "
                              "listed as not run)")
     parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report's setup")
+    parser.add_argument("--from-json", action="store_true",
+                        help="run nothing and read no run: rewrite <docs>/<report>.md from <docs>/<report>.json "
+                             "(the figures as they were; the confusion PNGs are kept)")
     args = parser.parse_args(argv)
+    command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
+    if args.from_json:
+        rewrite_from_json(Path(args.docs), args.report, ROW_SETS[args.rows], command)
+        return
     try:
         limits = seed_limits(args.limit, PRETRAININGS)
     except ValueError as err:
@@ -441,8 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         run_all(second, args.jobs, 1, out / "logs")
     rows = sorted(collect(first + second), key=lambda r: ([n for n, *_ in row_set].index(r["name"]), r["seed"]))
     held = f" --held-out-engine {args.held_out_engine}" if args.held_out_engine else ""
-    setup = (f"`{shlex.join(['python', 'tools/kws_benchmark.py', *(sys.argv[1:] if argv is None else argv)])}`. "
-             f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}{held}`), "
+    setup = (f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}{held}`), "
              f"12 classes; KWT {preset['model']}; pretraining {preset['pretrain']}; fine-tuning "
              f"{preset['finetune']}; x-vector {preset['xvector']}; seeds {seeds}"
              + "".join(f" ({name}: seeds {v} only)" for name, v in limits.items())
@@ -458,7 +472,18 @@ def main(argv: list[str] | None = None) -> None:
         setup += f" {args.note}"
     if not_run:
         setup += f" Not run (no result): {', '.join(not_run)}."
-    write_report(rows, Path(args.docs), setup, args.preset, row_set, args.report)
+    write_report(rows, Path(args.docs), setup, args.preset, row_set, args.report, command)
+
+
+def rewrite_from_json(docs: Path, report: str, row_set, command: str) -> None:
+    """Write ``<docs>/<report>.md`` again from its json (rows, setup, the command that ran)."""
+    saved = json.loads((docs / f"{report}.json").read_text())
+    setup, ran = saved["setup"], saved.get("command", "")
+    if not ran and setup.startswith("`"):  # reports written before the command had its own field
+        ran, setup = setup[1:].split("`", 1)
+        setup = setup.lstrip(".: ")
+    setup = repo_relative(setup)
+    write_report(saved["rows"], docs, setup, saved["preset"], row_set, report, repo_relative(ran), command)
 
 
 if __name__ == "__main__":

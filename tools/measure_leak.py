@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from speechpos.experiments.bench import INPUTS, LEAK_VARIANTS, measure_leak  # noqa: E402
-from speechpos.experiments.plots import markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import markdown_table, tool_command, write_report  # noqa: E402
 
 HEADERS = [
     "encoder", "input", "context", "accuracy", "chance acc", "z", "pos. error",
@@ -115,7 +115,8 @@ def main(argv=None) -> int:
         f"scored on {args.eval_batches} x {args.batch} fresh utterances; seed {args.seed}; "
         f"{torch.get_num_threads()} torch thread(s)."
     )
-    write_report(setup, table, args.out)
+    write_report(setup, table, args.out, title="Position leak of unpositioned encoders",
+                 command=tool_command(__file__, sys.argv[1:] if argv is None else argv))
     return 0
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.experiments.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
+    _pyplot,
+    _save,
+    last_valid,
+    markdown_table,
+    tool_command,
+    write_report,
+)
 from speechpos.experiments.runs import (  # noqa: E402
     CONFORMER_BODY,
     MASKED,
@@ -133,7 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretext_probe")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "tools/pretext_probe.py", *(sys.argv[1:] if argv is None else argv)])
+    command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
     preset = PRESETS[args.preset]
     minutes = args.minutes if args.minutes is not None else preset["minutes"]
     steps = args.ctc_steps or preset["ctc_steps"]
@@ -222,7 +228,7 @@ def main(argv=None) -> int:
         "met_bestrq": bool(best and bestrq_cer is not None and best["test_clean_cer"] <= bestrq_cer),
     }
     setup = (
-        f"`{command}`: every pretrainer {minutes:g} min of training time (validation excluded) on "
+        f"Every pretrainer {minutes:g} min of training time (validation excluded) on "
         f"`{corpus.name}` train, {args.jobs} run(s) at a time x {args.threads} torch thread(s), {args.device}, "
         f"precision auto; the study's conformer body (6 layers, d 144, 40-ms patches, null key). "
         f"Probe: a linear CTC layer on the frozen encoder, {labels} of labels, {steps} steps of 4 random "
@@ -233,7 +239,8 @@ def main(argv=None) -> int:
         "(finished runs are kept)."
     )
     args.docs.mkdir(parents=True, exist_ok=True)
-    write_report(setup, table, args.docs / "pretext_probe.md")
+    write_report(setup, table, args.docs / "pretext_probe.md", title="Linear probe of pretrained encoders",
+                 command=command)
     (args.docs / "pretext_probe.json").write_text(json.dumps(
         {"setup": setup, "command": command, "rows": rows, "verdict": verdict}, indent=1))
     plot(rows, random_cer, args.docs / "pretext_probe.png")

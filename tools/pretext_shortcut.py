@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.experiments.plots import _pyplot, _save, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import _pyplot, _save, markdown_table, tool_command, write_report  # noqa: E402
 
 GAPS = (0, 1, 2, 3)
 
@@ -309,11 +308,11 @@ def main(argv=None) -> int:
           r["by_gap"][str(g)]["chance_given_gap"],
           round(r["by_gap"][str(g)]["accuracy"] / max(r["by_gap"][str(g)]["chance_given_gap"], 1e-9), 2),
           r["by_gap"][str(g)]["targets"]] for n, r in results.items() for g in GAPS])
-    command = shlex.join(["python", "tools/pretext_shortcut.py", *map(str, argv or sys.argv[1:])])
+    command = tool_command(__file__, [str(a) for a in argv or sys.argv[1:]])
     data = sorted({r["data"] for r in results.values()})
     patches = sorted({r["patch_ms"] for r in results.values()})
     setup = (
-        f"`{command}`: each run's last checkpoint scored on {' and '.join(data)} ({args.passes} draws of "
+        f"Each run's last checkpoint scored on {' and '.join(data)} ({args.passes} draws of "
         "contexts and anchors (and of crops, for speech), as the recipe validates); distance in "
         f"{'/'.join(f'{p:g}' for p in patches)}-ms patches from each scored target to its nearest anchor; "
         "a gap ±g scores only targets with no context token within g patches."
@@ -324,8 +323,9 @@ def main(argv=None) -> int:
         "### What it says", "\n".join(f"- {conclusion(n, r)}" for n, r in results.items()),
     ])
     args.docs.mkdir(parents=True, exist_ok=True)
-    write_report(report, "", args.docs / f"{args.report}.md")
-    (args.docs / f"{args.report}.json").write_text(json.dumps({"setup": setup, "runs": results}, indent=1))
+    write_report(report, "", args.docs / f"{args.report}.md", title="Position pretext: accuracy against the "
+                 "distance to the nearest anchor", command=command)
+    (args.docs / f"{args.report}.json").write_text(json.dumps({"setup": setup, "command": command, "runs": results}, indent=1))
     plot(results, args.docs / f"{args.report}.png")
     return 0
 

@@ -35,7 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.experiments.plots import _pyplot, _save, markdown_table, read_train_log, write_report  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
+    _pyplot,
+    _save,
+    markdown_table,
+    read_train_log,
+    tool_command,
+    write_report,
+)
 from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 
 AUDIO_PER_BATCH = 64.0  # seconds of audio per batch for crops (batch = this / crop)
@@ -153,7 +160,6 @@ def main(argv=None) -> int:
          r["accuracy_over_chance"], r["position_error"], r["chance_position_error"],
          r["error_over_chance"], r["optimizer_steps"], r["audio_s_per_s"]] for r in rows])
     setup = (
-        f"`python tools/pretext_sweep.py --seconds {args.seconds:g} --jobs {args.jobs}`: "
         f"{args.seconds:g} s of training per setting ({args.threads} torch thread(s), "
         f"{args.jobs} run(s) at a time) on `{args.corpus.name}` train, scored on dev-clean "
         "(2-s crops from a fixed seed unless 'whole'); pp_conformer.yaml's 6-layer conformer d144 "
@@ -162,8 +168,10 @@ def main(argv=None) -> int:
         "or offset steps (relative)."
     )
     args.docs.mkdir(parents=True, exist_ok=True)
-    write_report(setup, table, args.docs / "pretext_sweep.md")
-    (args.docs / "pretext_sweep.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=1))
+    command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
+    write_report(setup, table, args.docs / "pretext_sweep.md", title="Position pretext settings",
+                 command=command)
+    (args.docs / "pretext_sweep.json").write_text(json.dumps({"setup": setup, "command": command, "rows": rows}, indent=1))
     if rows:
         plot(rows, args.docs / "pretext_sweep.png")
     return 0

@@ -205,10 +205,16 @@ def main(argv=None) -> int:
         parser.error("--run is required")
     import torch
 
-    from speechpos.experiments.plots import _pyplot, _save, markdown_table, write_report
+    from speechpos.experiments.plots import (
+        _pyplot,
+        _save,
+        markdown_table,
+        tool_command,
+        write_report,
+    )
     from speechpos.inference.export import export_run
 
-    command = "python tools/transcribe_load.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.docs.mkdir(parents=True, exist_ok=True)
     lm = not args.no_lm
@@ -315,7 +321,8 @@ def main(argv=None) -> int:
         "Reported and skipped (every run):\n\n" + "\n".join(f"- `{m}`" for m in runs[0]["failed"]),
         "![RSS against progress](transcribe_load.png)",
     ]
-    write_report(setup, "\n\n".join(parts), args.docs / "transcribe_load.md")
+    write_report(setup, "\n\n".join(parts), args.docs / "transcribe_load.md",
+                 title="Transcribing many files: parity, word times, load", command=command)
     (args.docs / "transcribe_load.json").write_text(json.dumps(
         {"command": command, "machine": machine, "parity": par, "load": runs}, indent=1))
     return 0

@@ -287,7 +287,7 @@ def main() -> None:
         f"{args.finetune_epochs} epochs; seeds {args.seeds}. Every run one CPU thread on {cpu_model()}; "
         f"{wall / 60:.0f} min of runs in all. ± is the sample std over seeds (ddof 1)."
     )
-    command = tool_command("tools/vision_benchmark.py", sys.argv[1:])
+    command = tool_command(__file__, sys.argv[1:])
     docs = ROOT / args.docs
     docs.mkdir(parents=True, exist_ok=True)
     plot_top1(records, docs / f"{args.report}.png")

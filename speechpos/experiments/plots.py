@@ -307,15 +307,43 @@ def report_text(setup: str, table: str, title: str | None = None, command: str |
     return "\n\n".join(parts) + "\n"
 
 
-def tool_command(tool: str, argv: list[str]) -> str:
-    """The command line that ran a tool, as a reader would type it from the repository root.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[\w.+-]+/)*[\w.+-]+/?")
 
-    >>> tool_command("tools/bench/x.py", ["--note", "two words"])
-    "python tools/bench/x.py --note 'two words'"
+
+def repo_relative(text: str, root: str | Path = REPO_ROOT) -> str:
+    """``text`` with every absolute path made relative to the repository, or (outside it) cut
+    to ``…/<last folder>``: a report names a corpus by its folder, never by where one machine
+    kept it.
+
+    >>> repo_relative("--corpus /srv/x/LibriSpeech-bench --out /repo/results/a", root="/repo")
+    '--corpus …/LibriSpeech-bench --out results/a'
+    >>> repo_relative("10 s/epoch, audio s / s", root="/repo")
+    '10 s/epoch, audio s / s'
+    """
+    root = str(root).rstrip("/")
+
+    def short(match: re.Match) -> str:
+        path = match.group(0)
+        if path == root or path.startswith(root + "/"):
+            return path[len(root) + 1:] or "."
+        return "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+
+    return _ABSOLUTE_PATH.sub(short, text)
+
+
+def tool_command(tool_file: str | Path, argv: list[str]) -> str:
+    """The command line that ran a tool, as a reader would type it from the repository root
+    (absolute paths made relative, :func:`repo_relative`).
+
+    >>> tool_command(REPO_ROOT / "tools" / "x.py", ["--note", "two words"])
+    "python tools/x.py --note 'two words'"
     """
     import shlex
 
-    return shlex.join(["python", tool, *argv])
+    tool = Path(tool_file).resolve()
+    name = tool.relative_to(REPO_ROOT).as_posix() if tool.is_relative_to(REPO_ROOT) else tool.name
+    return shlex.join(["python", name, *(repo_relative(str(a)) for a in argv)])
 
 
 def mean_std(values: list[float], digits: int = 2) -> str:
