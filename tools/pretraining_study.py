@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -65,7 +64,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speechpos.experiments.plots import _pyplot, _save, last_valid, markdown_table, write_report  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
+    _pyplot,
+    _save,
+    last_valid,
+    markdown_table,
+    tool_command,
+    write_report,
+)
 from speechpos.experiments.runs import (  # noqa: E402
     CONFORMER_BODY,
     MASKED,
@@ -337,8 +343,7 @@ def main(argv=None) -> int:
         limits = seed_limits(args.limit, args.labels or PRESETS[args.preset]["labels"])
     except ValueError as err:
         parser.error(str(err))
-    command = shlex.join(["python", "tools/pretraining_study.py",
-                          *(sys.argv[1:] if argv is None else argv)])
+    command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
     preset = PRESETS[args.preset]
     for key in ("pretrain_minutes", "ctc_steps", "labels"):
         if getattr(args, key) is None:
@@ -544,7 +549,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{b}: {ctc_steps_for(b, args.ctc_steps, preset['steps_at'], preset['min_steps'])}"
                               for b in budgets) + " steps)")
     setup = (
-        f"`{command}` ({args.pretrain_minutes:g} min of pretraining) on "
+        f"{args.pretrain_minutes:g} min of pretraining on "
         f"`{corpus.name}`; {args.jobs} run(s) at a time x {args.threads} torch thread(s), {args.device}, "
         f"precision auto; every row the CTC baseline's conformer body with a null key; fine-tuning "
         f"{recipe}, lr 2e-3, checkpoint on dev WER, greedy decoding; "
@@ -555,12 +560,12 @@ def main(argv=None) -> int:
         + (f" Not run (no result): {', '.join(not_run)}." if not_run else "")
     )
     parts = [
-        setup, "### Test-clean WER / CER (%), mean ± std over seeds",
+        setup, "### Test-clean WER / CER (%), mean ± sample std over seeds",
         "A cell without ± is one seed; `seeds` counts a row's seeds over all budgets.",
         markdown_table(headers, cells),
         "### Pretraining (equal training wall time)", pre_table,
     ]
-    parts += ["### Against the targets", target_lines(rows, args.labels)]
+    parts += ["### Against the study's goals", target_lines(rows, args.labels)]
     if scaling:
         parts += [f"### Scaling: gain over scratch against pretraining time ({args.scaling_labels} of labels)",
                   "Each point against scratch on the same seeds (means over seeds; the gain of each seed "
@@ -586,9 +591,10 @@ def main(argv=None) -> int:
                   "Every recognizer there stays near WER 100; kept for the record, from "
                   "`docs/pretraining_study_ceiling.md` (`--preset cpu`):", ceiling.read_text().strip()]
     args.docs.mkdir(parents=True, exist_ok=True)
-    write_report("\n\n".join(parts), "", args.docs / f"{name}.md")
+    write_report("\n\n".join(parts), "", args.docs / f"{name}.md", command=command,
+                 title="Pretraining study: position prediction against BEST-RQ and scratch, CTC fine-tuning")
     (args.docs / f"{name}.json").write_text(json.dumps({
-        "setup": setup, "rows": rows, "pretraining": pre, "verdicts": verdicts, "scaling": scaling,
+        "setup": setup, "command": command, "rows": rows, "pretraining": pre, "verdicts": verdicts, "scaling": scaling,
         "step_speedup_fp32": speed["step_speedup_fp32"], "step_speedup_bf16": speed["step_speedup_bf16"],
         "step_speed_rows": speed["rows"],
     }, indent=1))
