@@ -6,7 +6,7 @@ The recipes hand the decision to SpeechBrain's own compile run options (``compil
 modules named there before training. This module only decides what ``auto`` means on the
 device at hand, as :mod:`speechpos.precision` does for ``precision: auto``:
 
-- CUDA: off. Measured on an NVIDIA H200 (``tools/gpu_check.sh``, README "GPU check"): the CTC
+- CUDA: off. Measured on an NVIDIA H200 (``tools/gpu_check.sh``, docs/gpu.md "GPU check"): the CTC
   recipe's compiled step (dynamic shapes, bf16, 40-s batches) ran at 597 audio-s/s after its
   first ten steps against 585 eager (1.02x), and those ten steps took 137 s (56 s the first)
   against 1.8 s eager: compiling and recompiling for new batch shapes costs about two hours of
