@@ -242,7 +242,7 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     for line in ("noise_probability: 0.8", "speed_perturb: true", "spec_augment: true", "mixup_alpha: 0.4"):
         assert line in everything, line
     text = (docs / "kws_augmentation.md").read_text()
-    assert "Targets (issue 25):" in text and "- held-out engine: best transformer row" in text
+    assert "Checks on the means (± is the sample std over seeds):" in text and "- held-out engine: best transformer row" in text
     assert "fewer errors (target >= 25 %)" in text
     assert (docs / "kws_augmentation_confusion.png").stat().st_size > 1000
     assert (docs / "kws_augmentation_confusion_held_out.png").stat().st_size > 1000
