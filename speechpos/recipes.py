@@ -102,7 +102,7 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
     if not os.path.isdir(hparams["data_folder"]):
         raise FileNotFoundError(
             f"data_folder {hparams['data_folder']} does not exist: point --data_folder at a "
-            "LibriSpeech folder, or make one with tools/make_corpus.py"
+            "LibriSpeech folder, or make one with tools/data/make_corpus.py"
         )
     prepare_librispeech(
         data_folder=hparams["data_folder"],

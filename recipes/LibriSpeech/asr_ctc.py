@@ -22,7 +22,7 @@ time and throughput.
 With ``--lm_decoding=True`` the test splits are also decoded with a word n-gram LM (beam search,
 :mod:`speechpos.speech.lm_decoding`) built from the training transcripts or ``--lm_text``:
 ``WER_lm``/``CER_lm``, ``wer_lm_<split>.txt``, and the LM text's overlap with each split
-(``lm_text_overlap``). Tune ``lm_weight``/``word_score`` on dev with ``tools/tune_lm.py``.
+(``lm_text_overlap``). Tune ``lm_weight``/``word_score`` on dev with ``tools/studies/tune_lm.py``.
 """
 
 import json

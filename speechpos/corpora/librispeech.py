@@ -400,7 +400,7 @@ def _write_speakers(out: Path, chapters: Sequence[Chapter], durations: Mapping[s
         ids = [c.utt_id(i) for i in range(len(c.utterances))]
         minutes[c.speaker_id] = minutes.get(c.speaker_id, 0.0) + sum(durations[i] for i in ids)
     voices = {c.speaker_id: (c.split, c.voice) for c in chapters}
-    lines = ["; Synthetic speakers of the offline corpus (tools/make_corpus.py)",
+    lines = ["; Synthetic speakers of the offline corpus (tools/data/make_corpus.py)",
              "; ID |SUBSET           |MINUTES| VOICE (engine/voice/semitones/speed)"]
     for spk in sorted(voices):
         split, voice = voices[spk]
@@ -503,7 +503,7 @@ def write_lm_text(corpus: str | Path, out: str | Path, sources: Sequence[str] | 
     corpus, out = Path(corpus), Path(out)
     manifest = corpus / MANIFEST
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/make_corpus.py first")
+        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/data/make_corpus.py first")
     info = json.loads(manifest.read_text())
     held_out = {d for split in (DEV, TEST) for d in info["summary"]["splits"].get(split, {}).get("documents", [])}
     docs = [d for d in _cached_documents(tuple(sources or info["settings"]["sources"])) if d.doc_id not in held_out]

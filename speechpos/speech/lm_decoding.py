@@ -6,7 +6,7 @@ The units are the character tokenizer's: the blank is index 0 and the space is F
 boundary ``|``, which ends every spelling of the lexicon. A CTC model emits no space after the
 last word, so each utterance gets one more frame in which ``|`` is certain: the last word then
 ends as the others do. ``lm_weight`` scales the LM's log10 probabilities and ``word_score`` is
-added per word; tune both on dev (``tools/tune_lm.py``). Only words of the lexicon (those of the
+added per word; tune both on dev (``tools/studies/tune_lm.py``). Only words of the lexicon (those of the
 LM text) can be output: out-of-vocabulary words of the test set are always errors.
 
 Example

@@ -51,7 +51,7 @@ def test_lm_decoding_adds_wer_lm_beside_greedy(lm_run):
 
 def test_tune_lm_grid_searches_weights_on_dev(lm_run):
     proc = run_python(
-        [sys.executable, str(ROOT / "tools" / "tune_lm.py"), str(lm_run), "--lm_weights", "0", "2",
+        [sys.executable, str(ROOT / "tools" / "studies" / "tune_lm.py"), str(lm_run), "--lm_weights", "0", "2",
          "--word_scores", "-1", "0.5"],
         capture_output=True, text=True, timeout=300,
     )

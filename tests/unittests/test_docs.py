@@ -45,7 +45,7 @@ def leaks(text: str, checkout: str | Path = ROOT) -> list[str]:
 def test_the_checker_finds_what_it_must_and_spares_the_product():
     checkout = "/opt/build/speechpos"
     bad = [
-        f"`python tools/ctc_baseline.py --corpus {checkout}/data/LibriSpeech-bench`",
+        f"`python tools/studies/ctc_baseline.py --corpus {checkout}/data/LibriSpeech-bench`",
         "--previous /tmp/old_baseline.json",
         "models in /home/me/models and /root/x and /work/main/results",
         "on this session's CPU",

@@ -20,7 +20,7 @@ epoch: 3, lr: 1.02e-03 - train loss: 5.36, train pos_acc: 8.40e-03, train pos_er
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", next(TOOLS.rglob(f"{name}.py")))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

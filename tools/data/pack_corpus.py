@@ -4,12 +4,12 @@
 ``pack`` copies a LibriSpeech-layout corpus with every FLAC re-encoded as Opus (about 1/5 of
 the bytes at the default level); ``unpack`` decodes it back to 16-bit FLAC in LibriSpeech
 layout, in parallel. Transcripts, ``corpus.json`` and the speaker lists travel as they are, so
-the unpacked folder is a finished corpus that ``prepare_librispeech`` (and ``tools/gpu_check.py
+the unpacked folder is a finished corpus that ``prepare_librispeech`` (and ``tools/gpu/gpu_check.py
 --corpus``) reads as made. Opus is lossy: the audio is near, not identical to, the original
 (measured on the generated corpus: a few kB/s at level 0.9, energy error well under 1 %).
 
-    python tools/pack_corpus.py pack data/LibriSpeech-gpu /tmp/carry/corpus
-    python tools/pack_corpus.py unpack /tmp/carry/corpus data/LibriSpeech-gpu --jobs 16
+    python tools/data/pack_corpus.py pack data/LibriSpeech-gpu /tmp/carry/corpus
+    python tools/data/pack_corpus.py unpack /tmp/carry/corpus data/LibriSpeech-gpu --jobs 16
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def pack(src: Path, dst: Path, level: float = 0.9, jobs: int = 1) -> dict:
     """
     src, dst = Path(src), Path(dst)
     if not (src / "corpus.json").exists():
-        raise FileNotFoundError(f"{src}: no corpus.json, not a finished corpus (tools/make_corpus.py)")
+        raise FileNotFoundError(f"{src}: no corpus.json, not a finished corpus (tools/data/make_corpus.py)")
     pairs = []
     for path in sorted(src.rglob("*")):
         if path.is_dir():

@@ -1,6 +1,6 @@
 """Digits benchmark of the ImageNet recipes: MP3 / DropPos pretraining vs training from scratch.
 
-Writes sklearn's digits as an ImageFolder (``tools/make_digits_imagefolder.py``), pretrains a
+Writes sklearn's digits as an ImageFolder (``tools/data/make_digits_imagefolder.py``), pretrains a
 small ViT with each position-prediction variant (``recipes/ImageNet/pretrain.py``) on the
 train split, fine-tunes every row for the same number of epochs
 (``recipes/ImageNet/finetune.py``) and writes ``<docs>/<report>.{md,json,png}`` (default
@@ -11,7 +11,7 @@ the runs already finished.
 
 Usage::
 
-    .venv/bin/python tools/vision_benchmark.py --seeds 0 1 2
+    .venv/bin/python tools/studies/vision_benchmark.py --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from make_digits_imagefolder import make_digits_imagefolder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import (  # noqa: E402
     _pyplot,
@@ -42,6 +40,17 @@ from speechpos.experiments.plots import (  # noqa: E402
 )
 
 RECIPES = ROOT / "recipes" / "ImageNet"
+
+
+def make_digits_imagefolder(folder: Path) -> None:
+    """tools/data/make_digits_imagefolder.py's maker (a script, not a module of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_digits_imagefolder", ROOT / "tools" / "data" / "make_digits_imagefolder.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.make_digits_imagefolder(folder)
 
 # A small ViT on 32x32 digits: patch 4 -> an 8x8 grid of 64 positions.
 MODEL = {

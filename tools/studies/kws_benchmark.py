@@ -1,6 +1,6 @@
 """Keyword-spotting benchmark: position-prediction pretraining vs scratch vs SpeechBrain's x-vector.
 
-Makes (or reuses) a Speech Commands-layout corpus (``tools/make_kws_corpus.py``), prepares the
+Makes (or reuses) a Speech Commands-layout corpus (``tools/data/make_kws_corpus.py``), prepares the
 12-class task once, then runs every row of the table for every seed with the recipes of
 ``recipes/SpeechCommands`` as subprocesses (:func:`speechpos.experiments.runs.run_all`, 1 torch
 thread each, ``--jobs`` at a time; a finished run, ``results.json`` present, is kept, so an
@@ -26,8 +26,8 @@ augmentation alone and all of them; the pretrained rows and the x-vector with al
 
 Usage::
 
-    .venv/bin/python tools/kws_benchmark.py --preset full     # ~1 h on 2 cores (estimate)
-    .venv/bin/python tools/kws_benchmark.py --preset quick --data /tmp/kws --out /tmp/kws_bench \
+    .venv/bin/python tools/studies/kws_benchmark.py --preset full     # ~1 h on 2 cores (estimate)
+    .venv/bin/python tools/studies/kws_benchmark.py --preset quick --data /tmp/kws --out /tmp/kws_bench \
         --docs /tmp/kws_docs                                   # plumbing check, about a minute
 """
 
@@ -52,7 +52,7 @@ from speechpos.experiments.plots import (
 from speechpos.experiments.runs import Run, run_all, seed_limits
 from speechpos.speech.data.speech_commands import prepare_speech_commands
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "SpeechCommands"
 
 PRESETS = {
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         run_all(second, args.jobs, 1, out / "logs")
     rows = sorted(collect(first + second), key=lambda r: ([n for n, *_ in row_set].index(r["name"]), r["seed"]))
     held = f" --held-out-engine {args.held_out_engine}" if args.held_out_engine else ""
-    setup = (f"Preset `{args.preset}`: corpus {data.name} (`tools/make_kws_corpus.py --size {preset['corpus']}{held}`), "
+    setup = (f"Preset `{args.preset}`: corpus {data.name} (`tools/data/make_kws_corpus.py --size {preset['corpus']}{held}`), "
              f"12 classes; KWT {preset['model']}; pretraining {preset['pretrain']}; fine-tuning "
              f"{preset['finetune']}; x-vector {preset['xvector']}; seeds {seeds}"
              + "".join(f" ({name}: seeds {v} only)" for name, v in limits.items())

@@ -7,8 +7,8 @@ A finished corpus with the same settings is not remade.
 
 Usage::
 
-    .venv/bin/python tools/make_kws_corpus.py --out data/speech_commands --size default --seed 1234
-    .venv/bin/python tools/make_kws_corpus.py --out data/kws_default_flite --held-out-engine flite
+    .venv/bin/python tools/data/make_kws_corpus.py --out data/speech_commands --size default --seed 1234
+    .venv/bin/python tools/data/make_kws_corpus.py --out data/kws_default_flite --held-out-engine flite
 """
 
 from __future__ import annotations

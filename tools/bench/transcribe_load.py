@@ -20,8 +20,8 @@ Writes ``<docs>/transcribe_load.{md,json,png}`` (the PNG: RSS against progress).
 
 Usage::
 
-    .venv/bin/python tools/transcribe_load.py --run results/pretraining_study/ctc_scratch_sinusoidal_pe_1h_0
-    .venv/bin/python tools/transcribe_load.py --run RUN --files 40 --threads 1 --no-lm --docs /tmp/docs
+    .venv/bin/python tools/bench/transcribe_load.py --run results/pretraining_study/ctc_scratch_sinusoidal_pe_1h_0
+    .venv/bin/python tools/bench/transcribe_load.py --run RUN --files 40 --threads 1 --no-lm --docs /tmp/docs
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rss_mib() -> float:

@@ -16,7 +16,7 @@ accuracy at chance and error no lower than blind; more is a leak.
 
 Usage::
 
-    .venv/bin/python tools/measure_leak.py [--variants all] [--inputs gaussian constant]
+    .venv/bin/python tools/studies/measure_leak.py [--variants all] [--inputs gaussian constant]
         [--contexts full 0.25] [--steps 300] [--d-model 64] [--layers 4] [--out leak.md]
 """
 
@@ -28,9 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 import torch  # noqa: E402
 

@@ -8,7 +8,7 @@ place are averaged; places no patch was predicted at are blue.
 
 Usage::
 
-    .venv/bin/python tools/plot_reassembled.py results/vision_benchmark/pretrain/mp3/0 \
+    .venv/bin/python tools/plots/plot_reassembled.py results/vision_benchmark/pretrain/mp3/0 \
         --out results/vision_benchmark/reassembled_mp3.png
 """
 

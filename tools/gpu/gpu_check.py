@@ -10,13 +10,13 @@ stopped by a training-time budget (``--max_train_seconds``), with ``precision: a
 ``torch.compile``. The table (``<out>/gpu_check.md`` and ``.json``) names the device beside
 every figure, with each stage's first step and its throughput after ten steps (warm-up).
 
-    bash tools/gpu_check.sh                       # CUDA: 3 min pretraining + 4 min CTC, bench corpus
-    bash tools/gpu_check.sh --corpus DIR          # a LibriSpeech-layout corpus made elsewhere
-    bash tools/gpu_check.sh --compare-compile     # + 4 min of compiled CTC
-    python tools/gpu_check.py --quick             # CPU, tiny corpus and model, seconds (tests)
+    bash tools/gpu/gpu_check.sh                       # CUDA: 3 min pretraining + 4 min CTC, bench corpus
+    bash tools/gpu/gpu_check.sh --corpus DIR          # a LibriSpeech-layout corpus made elsewhere
+    bash tools/gpu/gpu_check.sh --compare-compile     # + 4 min of compiled CTC
+    python tools/gpu/gpu_check.py --quick             # CPU, tiny corpus and model, seconds (tests)
 
 On a machine without the text-to-speech engines (a bare GPU node), make the corpus where they
-are (``tools/make_corpus.py``), carry it (``tools/pack_corpus.py pack`` / ``unpack``: Opus, a
+are (``tools/data/make_corpus.py``), carry it (``tools/data/pack_corpus.py pack`` / ``unpack``: Opus, a
 fifth of the bytes) and pass it with ``--corpus``: a corpus given so is used as it is.
 """
 
@@ -29,9 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 import torch  # noqa: E402
 
@@ -46,7 +44,7 @@ from speechpos.experiments.runs import (  # noqa: E402
 )
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=32", "--nhead=4", "--d_ffn=64"]
-# The table's columns, one per key of a row (tools/gpu_report.py prints the same table).
+# The table's columns, one per key of a row (tools/gpu/gpu_report.py prints the same table).
 TABLE_HEADERS = ["stage", "device", "precision", "train s", "steps", "audio s / s",
                  "audio s / s after 10 steps", "first step s", "compiled", "peak memory MiB",
                  "memory", "result"]

@@ -10,8 +10,8 @@ wall time). A checkout of another commit is made with ``git worktree add``; it u
 of its own tree (``PYTHONPATH`` is its root, so the recipes its tests start import them too).
 
     git worktree add /tmp/before <commit>
-    python tools/bench_suite.py --checkout before=/tmp/before --checkout after=.
-    python tools/bench_suite.py --checkout now=. --pytest-args tests/unittests   # a part only
+    python tools/bench/bench_suite.py --checkout before=/tmp/before --checkout after=.
+    python tools/bench/bench_suite.py --checkout now=. --pytest-args tests/unittests   # a part only
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import markdown_table  # noqa: E402
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything speechpos needs on a fresh Debian machine:
-# the Debian packages in tools/apt-packages.txt, then a virtual environment in .venv holding
+# the Debian packages in tools/setup/apt-packages.txt, then a virtual environment in .venv holding
 # exactly the packages of requirements.lock (the tested environment) and speechpos (editable).
 # Safe to run again: it skips what is done. Any failing step stops it with that step's message.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 LOCK=requirements.lock
 
-mapfile -t pkgs < <(grep -v '^\s*#' tools/apt-packages.txt | grep -v '^\s*$')
+mapfile -t pkgs < <(grep -v '^\s*#' tools/setup/apt-packages.txt | grep -v '^\s*$')
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -37,7 +37,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$LOCK" -nt "$stamp
     pip_install -c "$LOCK" --no-deps --no-build-isolation -e .
     touch "$stamp"
 fi
-.venv/bin/python tools/check_lock.py --lock "$LOCK"
+.venv/bin/python tools/setup/check_lock.py --lock "$LOCK"
 .venv/bin/python -c "
 import torch, torchaudio, speechbrain, speechpos
 from speechpos.precision import choose_precision

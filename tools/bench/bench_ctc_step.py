@@ -12,8 +12,8 @@ machine's matmul ceiling. Input: ``--batch`` utterances of
 tiled to length) or noise when no manifest is given. After ``--warmup`` steps the median of
 ``--repeats`` rounds is reported. Writes ``docs/ctc_throughput.md`` and ``.json``.
 
-    .venv/bin/python tools/bench_ctc_step.py [--csv results/bench_prep/dev-clean.csv]
-    .venv/bin/python tools/bench_ctc_step.py --quick         # small model, a few seconds
+    .venv/bin/python tools/bench/bench_ctc_step.py [--csv results/bench_prep/dev-clean.csv]
+    .venv/bin/python tools/bench/bench_ctc_step.py --quick         # small model, a few seconds
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 import torch  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402

@@ -21,9 +21,9 @@ pretext's accuracy over chance). Finished runs are kept: rerunning resumes.
 
 Usage::
 
-    .venv/bin/python tools/pretext_probe.py --jobs 2 --minutes 12
-    .venv/bin/python tools/pretext_probe.py --rows "MP3 + anchors" "min gap 2" random
-    .venv/bin/python tools/pretext_probe.py --preset quick --out /tmp/probe --docs /tmp/docs
+    .venv/bin/python tools/studies/pretext_probe.py --jobs 2 --minutes 12
+    .venv/bin/python tools/studies/pretext_probe.py --rows "MP3 + anchors" "min gap 2" random
+    .venv/bin/python tools/studies/pretext_probe.py --preset quick --out /tmp/probe --docs /tmp/docs
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import (  # noqa: E402
     _pyplot,

@@ -25,10 +25,10 @@ whichever comes first: the study's 20-minute pretext on its machine took about 2
 
 Usage::
 
-    .venv/bin/python tools/pretext_shortcut.py results/pretext_probe/pretrain_mp3_anchors
-    .venv/bin/python tools/pretext_shortcut.py results/pretext_shortcut/anchors --train-epochs 23
-    .venv/bin/python tools/pretext_shortcut.py RUN_A RUN_B --names "MP3 + anchors" "views" --passes 3
-    .venv/bin/python tools/pretext_shortcut.py results/kws_benchmark/full/pretrain/mp3___anchors/0 \
+    .venv/bin/python tools/studies/pretext_shortcut.py results/pretext_probe/pretrain_mp3_anchors
+    .venv/bin/python tools/studies/pretext_shortcut.py results/pretext_shortcut/anchors --train-epochs 23
+    .venv/bin/python tools/studies/pretext_shortcut.py RUN_A RUN_B --names "MP3 + anchors" "views" --passes 3
+    .venv/bin/python tools/studies/pretext_shortcut.py results/kws_benchmark/full/pretrain/mp3___anchors/0 \
         --report pretext_shortcut_keywords          # a keyword pretraining (SpeechCommands recipe)
 """
 
@@ -41,9 +41,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import _pyplot, _save, markdown_table, tool_command, write_report  # noqa: E402
 

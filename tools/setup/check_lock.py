@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Check that the installed Python packages are exactly those of ``requirements.lock``.
 
-``tools/setup.sh`` runs it after every install, so CI fails when a fresh ``.venv`` differs from
+``tools/setup/setup.sh`` runs it after every install, so CI fails when a fresh ``.venv`` differs from
 the tested environment (a package missing, added, or at another version). The project itself,
 installed editable, is not in the lock.
 
-    python tools/check_lock.py [--lock requirements.lock]
+    python tools/setup/check_lock.py [--lock requirements.lock]
 
 Exit status 0 when the environment matches, 1 with one line per difference otherwise.
 """
@@ -17,7 +17,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "speechpos"
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check_lock: the environment differs from {args.lock}:", file=sys.stderr)
         for line in diff:
             print(f"  {line}", file=sys.stderr)
-        print("check_lock: rebuild it with 'rm -rf .venv && bash tools/setup.sh'", file=sys.stderr)
+        print("check_lock: rebuild it with 'rm -rf .venv && bash tools/setup/setup.sh'", file=sys.stderr)
         return 1
     print(f"check_lock: {len(locked)} packages exactly as in {Path(args.lock).name}")
     return 0

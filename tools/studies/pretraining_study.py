@@ -17,7 +17,7 @@ Steps:
 
 1. pretraining, each run given the same training wall time (``--pretrain-minutes``,
    validation excluded) on the 10 h: MP3 as built before (whole utterances), the variants
-   chosen by ``tools/pretext_sweep.py`` and BEST-RQ;
+   chosen by ``tools/studies/pretext_sweep.py`` and BEST-RQ;
 2. fine-tuning at each label budget (``--labels``: Libri-light-style subsets drawn by speaker)
    and seed: from scratch (sinusoidal positions), from each pretrainer (zero-initialised
    learned positions), the paper's headline row (the best variant fine-tuned with no position
@@ -40,14 +40,14 @@ kept: rerunning resumes, and adding a seed or a budget runs only what is new.
 
 Usage::
 
-    .venv/bin/python tools/pretraining_study.py --jobs 2 --seeds 0 1 --labels 1h 10h --limit 10h=0 \
+    .venv/bin/python tools/studies/pretraining_study.py --jobs 2 --seeds 0 1 --labels 1h 10h --limit 10h=0 \
         --pretrainers "MP3 + anchors" "MP3 + anchors, min gap 2" BEST-RQ "joint λ=0.3" \
         --best "MP3 + anchors, min gap 2" --scaling-minutes 10 90     # the converged study
-    .venv/bin/python tools/pretraining_study.py --preset cpu --jobs 2 --pretrain-minutes 20 --ctc-steps 1000
-    .venv/bin/python tools/pretraining_study.py --seeds 0 1          # adds seed 1, keeps seed 0
-    .venv/bin/python tools/pretraining_study.py --seeds 0 1 --labels 10min 1h 10h --limit 10h=0
-    .venv/bin/python tools/pretraining_study.py --pretrain-minutes 30 --device cuda:0 --jobs 1
-    .venv/bin/python tools/pretraining_study.py --preset quick --out /tmp/study --docs /tmp/docs
+    .venv/bin/python tools/studies/pretraining_study.py --preset cpu --jobs 2 --pretrain-minutes 20 --ctc-steps 1000
+    .venv/bin/python tools/studies/pretraining_study.py --seeds 0 1          # adds seed 1, keeps seed 0
+    .venv/bin/python tools/studies/pretraining_study.py --seeds 0 1 --labels 10min 1h 10h --limit 10h=0
+    .venv/bin/python tools/studies/pretraining_study.py --pretrain-minutes 30 --device cuda:0 --jobs 1
+    .venv/bin/python tools/studies/pretraining_study.py --preset quick --out /tmp/study --docs /tmp/docs
 """
 
 from __future__ import annotations
@@ -60,9 +60,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import (  # noqa: E402
     _pyplot,

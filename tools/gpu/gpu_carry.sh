@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# What a bare GPU node needs for tools/gpu_check.sh when it has PyTorch (torch, torchaudio,
+# What a bare GPU node needs for tools/gpu/gpu_check.sh when it has PyTorch (torch, torchaudio,
 # numpy, scipy, ...) but neither this project's other packages nor its speech engines, and no
 # package index: made here, carried there (both folders are git-ignored).
 #   .whl/                        wheels of the lock's pins that such a node lacks, for its Python
 #                                (PYVER, default 3.12; x86-64 manylinux)
-#   .carry/LibriSpeech-default/  the default corpus (2.2 h), packed as Opus by tools/pack_corpus.py
+#   .carry/LibriSpeech-default/  the default corpus (2.2 h), packed as Opus by tools/data/pack_corpus.py
 # Then, on the node, from the checkout:
-#   WHEELS=.whl PACKED_CORPUS=.carry/LibriSpeech-default bash tools/gpu_check.sh [--compare-compile]
+#   WHEELS=.whl PACKED_CORPUS=.carry/LibriSpeech-default bash tools/gpu/gpu_check.sh [--compare-compile]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 PYVER=${PYVER:-3.12}
 # What speechpos, SpeechBrain and the recipes import beyond a PyTorch image (checked against the
@@ -26,6 +26,6 @@ for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 man
 done
 "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version "$PYVER" --implementation cp "${platforms[@]}" -d .whl "${pins[@]}"
-"$PY" tools/make_corpus.py --out data/LibriSpeech-default --size default --seed 1234 --jobs 2 --no-progress
-"$PY" tools/pack_corpus.py pack data/LibriSpeech-default .carry/LibriSpeech-default --jobs 2
+"$PY" tools/data/make_corpus.py --out data/LibriSpeech-default --size default --seed 1234 --jobs 2 --no-progress
+"$PY" tools/data/pack_corpus.py pack data/LibriSpeech-default .carry/LibriSpeech-default --jobs 2
 du -sh .whl .carry

@@ -9,7 +9,7 @@ missing), validating once per epoch. Then it writes:
 * ``docs/ctc_baseline.md`` and ``.json``: test WER/CER greedy and with the n-gram LM (built
   from the training transcripts; its overlap with dev/test is reported) at the recipe's default
   weights and at the ``lm_weight`` x ``word_score`` pair that is best on dev
-  (``tools/tune_lm.py``'s grid), the training time, throughput, machine and precision, and a
+  (``tools/studies/tune_lm.py``'s grid), the training time, throughput, machine and precision, and a
   few reference/hypothesis pairs of test-clean;
 * ``docs/ctc_wer_vs_time.png``: dev WER and CER (greedy) against training time.
 
@@ -19,8 +19,8 @@ are set against this run's, and the earlier report is kept inside the new JSON (
 
 A finished run is not trained again (the recipe also resumes from its last checkpoint).
 
-    python tools/ctc_baseline.py --steps 8000 --threads 1    # ~45 min on one CPU core
-    python tools/ctc_baseline.py --steps 20 --corpus data/LibriSpeech-tiny --size tiny \\
+    python tools/studies/ctc_baseline.py --steps 8000 --threads 1    # ~45 min on one CPU core
+    python tools/studies/ctc_baseline.py --steps 20 --corpus data/LibriSpeech-tiny --size tiny \\
         --out /tmp/ctc --docs /tmp/docs --model-args --num_layers=2 --d_model=32   # plumbing
 """
 
@@ -32,10 +32,8 @@ import platform
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "LibriSpeech"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from speechpos.experiments.plots import (  # noqa: E402
     dev_curve,
@@ -51,7 +49,7 @@ from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402
 def load_tool(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, next((ROOT / "tools").rglob(f"{name}.py")))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -18,10 +18,10 @@ The machine may be shared: compare rows of one run, not runs of different times.
 
 Usage::
 
-    .venv/bin/python tools/bench_pretrain_step.py [--layers 6 --d-model 144 --seconds 10
+    .venv/bin/python tools/bench/bench_pretrain_step.py [--layers 6 --d-model 144 --seconds 10
         --batch 8 --repeats 5] [--kinds transformer conformer] [--dtypes fp32 bf16]
         [--threads 1] [--out bench.md]
-    .venv/bin/python tools/bench_pretrain_step.py --quick       # small sizes, a few seconds
+    .venv/bin/python tools/bench/bench_pretrain_step.py --quick       # small sizes, a few seconds
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 import torch  # noqa: E402
 

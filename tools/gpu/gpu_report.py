@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The GPU check's report for the docs, from the files a device run brought back.
 
-``tools/gpu_check.sh`` on a GPU writes ``gpu_check.json`` (its table) and the recipes'
+``tools/gpu/gpu_check.sh`` on a GPU writes ``gpu_check.json`` (its table) and the recipes'
 ``train_log.txt`` files; a second CTC run with ``compile: False`` on the same device gives the
 eager step beside the compiled one. This tool puts them in ``docs/gpu_check.{md,json}`` and
 draws dev WER/CER against training time for both CTC runs (``docs/gpu_check_ctc.png``):
 
-    python tools/gpu_report.py --check DIR --eager DIR --docs docs
+    python tools/gpu/gpu_report.py --check DIR --eager DIR --docs docs
 
 ``--check``: gpu_check.json, ctc_train_log.txt (optionally env.txt: nvidia-smi's lines);
 ``--eager``: eager_results.json and eager_train_log.txt (the recipe's results.json and
@@ -20,9 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import (  # noqa: E402
     dev_curve,
@@ -33,10 +31,10 @@ from speechpos.experiments.plots import (  # noqa: E402
 
 
 def check_table_headers() -> list[str]:
-    """The columns of tools/gpu_check.py's table, from that tool."""
+    """The columns of tools/gpu/gpu_check.py's table, from that tool."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("tool_gpu_check", ROOT / "tools" / "gpu_check.py")
+    spec = importlib.util.spec_from_file_location("tool_gpu_check", ROOT / "tools" / "gpu" / "gpu_check.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool.TABLE_HEADERS

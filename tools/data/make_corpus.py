@@ -8,12 +8,12 @@ corpus. A finished corpus with the same settings is not made again.
 
 Usage::
 
-    python tools/make_corpus.py --out data/LibriSpeech --size default --seed 1234 --jobs 2
-    python tools/make_corpus.py --out data/LibriSpeech-bench --size bench --train-hours 20
+    python tools/data/make_corpus.py --out data/LibriSpeech --size default --seed 1234 --jobs 2
+    python tools/data/make_corpus.py --out data/LibriSpeech-bench --size bench --train-hours 20
 
 Sizes: ``tiny`` (tests, ~40 s train, ~15 s dev/test), ``default`` (demo, 2 h train,
 6 min dev/test), ``bench`` (benchmarks, 10 h train, 30 min dev/test). Needs the Debian packages
-listed in tools/apt-packages.txt (``bash tools/setup.sh`` installs them).
+listed in tools/setup/apt-packages.txt (``bash tools/setup/setup.sh`` installs them).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ does nothing.
 
 Usage::
 
-    .venv/bin/python tools/make_digits_imagefolder.py --out data/digits --size 32
+    .venv/bin/python tools/data/make_digits_imagefolder.py --out data/digits --size 32
 """
 
 from __future__ import annotations

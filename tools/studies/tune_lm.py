@@ -8,7 +8,7 @@ transcripts) when missing, as ``asr_ctc.py --lm_decoding=True`` does.
 
 Usage::
 
-    .venv/bin/python tools/tune_lm.py results/ctc/conformer/1234 [--csv <prep>/dev-clean.csv]
+    .venv/bin/python tools/studies/tune_lm.py results/ctc/conformer/1234 [--csv <prep>/dev-clean.csv]
         [--lm_weights 0.5 1 2 3 4] [--word_scores -2 -1 -0.5 0 1] [--device cuda]
 """
 
@@ -18,9 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 import speechbrain as sb  # noqa: E402
 from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402

@@ -20,8 +20,8 @@ are kept: rerunning resumes.
 
 Usage::
 
-    .venv/bin/python tools/pretext_sweep.py --jobs 1 --seconds 150   # 36 min; the docs' table
-    .venv/bin/python tools/pretext_sweep.py --settings crop2 anchors0.25    # a subset
+    .venv/bin/python tools/studies/pretext_sweep.py --jobs 1 --seconds 150   # 36 min; the docs' table
+    .venv/bin/python tools/studies/pretext_sweep.py --settings crop2 anchors0.25    # a subset
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import (  # noqa: E402
     _pyplot,

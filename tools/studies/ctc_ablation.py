@@ -8,8 +8,8 @@ instead of characters); SpeechBrain's convolutional front-end instead of patches
 instead of 6; fp32 instead of ``precision: auto``. Runs go ``--jobs`` at a time with one torch thread each; finished runs are kept.
 Writes ``docs/ctc_ablation.md`` and ``.json``.
 
-    python tools/ctc_ablation.py --steps 2000 --jobs 1      # ~50 min on one core
-    python tools/ctc_ablation.py --steps 6 --corpus data/LibriSpeech-tiny --size tiny \\
+    python tools/studies/ctc_ablation.py --steps 2000 --jobs 1      # ~50 min on one core
+    python tools/studies/ctc_ablation.py --steps 6 --corpus data/LibriSpeech-tiny --size tiny \\
         --variants baseline sentencepiece --model-args --num_layers=1 --d_model=32   # plumbing
 """
 
@@ -21,9 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import markdown_table, tool_command, write_report  # noqa: E402
 from speechpos.experiments.runs import Run, made_corpus, run_all  # noqa: E402

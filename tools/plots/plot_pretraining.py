@@ -14,7 +14,7 @@ and prints a markdown table of the epochs.
 
 Usage::
 
-    .venv/bin/python tools/plot_pretraining.py --run results/pp/transformer/1234 [--out DIR]
+    .venv/bin/python tools/plots/plot_pretraining.py --run results/pp/transformer/1234 [--out DIR]
         [--first 100] [--token-ms 40]
 """
 
@@ -26,9 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from speechpos.experiments.plots import (  # noqa: E402
     epoch_table,
