@@ -7,7 +7,7 @@ PY := .venv/bin/python
 .PHONY: setup test lint demo lock
 
 setup:
-	bash tools/setup.sh
+	bash tools/setup/setup.sh
 
 test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile --durations=10
@@ -19,4 +19,4 @@ demo: setup
 	$(PY) tools/run_demo.py
 
 lock:
-	bash tools/refresh_lock.sh
+	bash tools/setup/refresh_lock.sh

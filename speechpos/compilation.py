@@ -6,14 +6,14 @@ The recipes hand the decision to SpeechBrain's own compile run options (``compil
 modules named there before training. This module only decides what ``auto`` means on the
 device at hand, as :mod:`speechpos.precision` does for ``precision: auto``:
 
-- CUDA: off. Measured on an NVIDIA H200 (``tools/gpu_check.sh``, README "GPU check"): the CTC
+- CUDA: off. Measured on an NVIDIA H200 (``tools/gpu/gpu_check.sh``, docs/gpu.md "GPU check"): the CTC
   recipe's compiled step (dynamic shapes, bf16, 40-s batches) ran at 597 audio-s/s after its
   first ten steps against 585 eager (1.02x), and those ten steps took 137 s (56 s the first)
   against 1.8 s eager: compiling and recompiling for new batch shapes costs about two hours of
   training before the 2 % pays it back, and a 150-s run trained 258 steps instead of ~1,900.
   The step is bound by Python and kernel launches at this model size (d_model 144), and
   inductor's fusions do not remove enough of them.
-- CPU: off. Measured (``tools/bench_ctc_step.py --compile``, ``docs/ctc_step_implementations.md``,
+- CPU: off. Measured (``tools/bench/bench_ctc_step.py --compile``, ``docs/ctc_step_implementations.md``,
   an AVX-512/AMX Xeon): the compiled CTC step ran at 0.77-1.01x the eager one, after 170-200 s
   of compiling; inductor's fusions do not pay where matmuls, convolutions and attention are
   library kernels already. Ask for ``compile: True`` to have it anyway.

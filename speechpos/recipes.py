@@ -151,7 +151,7 @@ def drop_missing_test_splits(hparams) -> list[str]:
             hparams["test_splits"] = [s for s in hparams["test_splits"] if s != split]
             hparams["test_csvs"] = {k: v for k, v in hparams["test_csvs"].items() if k != split}
             logging.getLogger(__name__).warning(
-                "%s: the corpus %s has no %s split (make it with tools/make_corpus.py): not tested",
+                "%s: the corpus %s has no %s split (make it with tools/data/make_corpus.py): not tested",
                 split, hparams["data_folder"], split)
     return missing
 
@@ -166,7 +166,7 @@ def prepare_speech_data(hparams, test_splits=(), low_label=None) -> None:
     if not os.path.isdir(hparams["data_folder"]):
         raise FileNotFoundError(
             f"data_folder {hparams['data_folder']} does not exist: point --data_folder at a "
-            "LibriSpeech folder, or make one with tools/make_corpus.py"
+            "LibriSpeech folder, or make one with tools/data/make_corpus.py"
         )
     prepare_librispeech(
         data_folder=hparams["data_folder"],

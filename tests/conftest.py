@@ -67,7 +67,7 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Speech data (issue 3): a tiny offline corpus in LibriSpeech layout, made once per session.
-# Needs the Debian packages of tools/apt-packages.txt (bash tools/setup.sh installs them).
+# Needs the Debian packages of tools/setup/apt-packages.txt (bash tools/setup/setup.sh installs them).
 # ---------------------------------------------------------------------------------------------
 
 TINY_LIBRISPEECH_SEED = 1234
@@ -79,7 +79,7 @@ def tiny_librispeech(tmp_path_factory):
 
     Holds ``train-clean-100`` (4 speakers, ~10 utterances, ~40 s), ``dev-clean`` and
     ``test-clean`` (2 speakers, ~4 utterances, ~15 s each): 16 kHz mono FLAC and
-    ``<spk>-<chapter>.trans.txt``, as made by ``tools/make_corpus.py --size tiny --seed 1234``.
+    ``<spk>-<chapter>.trans.txt``, as made by ``tools/data/make_corpus.py --size tiny --seed 1234``.
     Treat it as read-only (copy what a test needs to change).
     """
     from speechpos.corpora.librispeech import make_corpus
@@ -105,7 +105,7 @@ TINY_KWS_SEED = 1234
 @pytest.fixture(scope="session")
 def tiny_speech_commands(tmp_path_factory):
     """Root of a tiny Speech Commands-layout corpus (16 TTS speakers x 30 words, ~8 s to make):
-    ``tools/make_kws_corpus.py --size tiny --seed 1234``. Treat it as read-only."""
+    ``tools/data/make_kws_corpus.py --size tiny --seed 1234``. Treat it as read-only."""
     from speechpos.corpora.speech_commands import make_kws_corpus
 
     def make(folder):
@@ -117,7 +117,7 @@ def tiny_speech_commands(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_speech_commands_other(tmp_path_factory):
     """The tiny corpus with the flite engine held out: its speakers (2) only in
-    ``testing_other_list.txt`` (``tools/make_kws_corpus.py --size tiny --held-out-engine flite``).
+    ``testing_other_list.txt`` (``tools/data/make_kws_corpus.py --size tiny --held-out-engine flite``).
     Treat it as read-only."""
     from speechpos.corpora.speech_commands import make_kws_corpus
 

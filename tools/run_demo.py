@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from speechpos.experiments.plots import example_pairs, last_valid, markdown_table  # noqa: E402
 from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402

@@ -21,10 +21,10 @@ time and throughput.
 
 With ``--lm_decoding=True`` the test splits are also decoded with a word n-gram LM (beam search,
 :mod:`speechpos.speech.lm_decoding`) built from ``--lm_text`` when given, else from the corpus's
-LM text ``<data_folder>/librispeech-lm-norm.txt`` where there is one (``tools/make_corpus.py``
+LM text ``<data_folder>/librispeech-lm-norm.txt`` where there is one (``tools/data/make_corpus.py``
 writes it: every document not read in dev or test), else from the training transcripts:
 ``WER_lm``/``CER_lm``, ``wer_lm_<split>.txt``, and the LM text's overlap with each split
-(``lm_text_overlap``). Tune ``lm_weight``/``word_score`` on dev with ``tools/tune_lm.py``.
+(``lm_text_overlap``). Tune ``lm_weight``/``word_score`` on dev with ``tools/studies/tune_lm.py``.
 """
 
 import json

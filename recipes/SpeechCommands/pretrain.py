@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> KeywordPositionBrain:
         train_loader_kwargs=dict(hparams["train_loader_kwargs"]),
         valid_loader_kwargs=dict(hparams["valid_loader_kwargs"]),
     )
-    # Written once training is over: its presence marks a finished run (tools/kws_benchmark.py).
+    # Written once training is over: its presence marks a finished run (tools/studies/kws_benchmark.py).
     Path(hparams["output_folder"], "results.json").write_text(json.dumps(brain.last_stats, indent=1))
     return brain
 

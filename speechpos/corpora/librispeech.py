@@ -504,7 +504,7 @@ def _speaker_lines(chapters: Sequence[Chapter], durations: Mapping[str, float]) 
 
 
 def _write_speakers(out: Path, chapters: Sequence[Chapter], durations: Mapping[str, float]):
-    lines = ["; Synthetic speakers of the offline corpus (tools/make_corpus.py)",
+    lines = ["; Synthetic speakers of the offline corpus (tools/data/make_corpus.py)",
              "; ID |SUBSET           |MINUTES| VOICE (engine/voice/semitones/speed)"]
     (out / "SPEAKERS.TXT").write_text("\n".join(lines + _speaker_lines(chapters, durations)) + "\n")
 
@@ -533,7 +533,7 @@ def add_test_other(out: str | Path, jobs: int = 2, hours: float | None = None,
     out = Path(out)
     manifest = out / MANIFEST
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/make_corpus.py first")
+        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/data/make_corpus.py first")
     info = json.loads(manifest.read_text())
     st = info["settings"]
     spec = resolve_size(st["size"], {**st["hours"], TEST_OTHER: hours})
@@ -699,7 +699,7 @@ def write_lm_text(corpus: str | Path, out: str | Path | None = None,
     out = Path(out) if out is not None else corpus / LM_TEXT
     manifest = corpus / MANIFEST
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/make_corpus.py first")
+        raise FileNotFoundError(f"{manifest}: not found; make the corpus with tools/data/make_corpus.py first")
     info = json.loads(manifest.read_text())
     held_out = {d for split in HELD_OUT_SPLITS
                 for d in info["summary"]["splits"].get(split, {}).get("documents", [])}

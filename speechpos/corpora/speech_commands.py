@@ -357,7 +357,7 @@ def make_kws_corpus(
     spec = SIZES[size]
     engines = available_engines(engines or ["espeak-ng", "flite", "festival"])
     if not engines:
-        raise RuntimeError("no TTS engine installed; run bash tools/setup.sh (espeak-ng, flite, festival)")
+        raise RuntimeError("no TTS engine installed; run bash tools/setup/setup.sh (espeak-ng, flite, festival)")
     settings = {"size": size, "seed": seed, "engines": engines, **asdict(spec)}
     other_speakers = OTHER_SPEAKERS[size] if held_out_engine else 0
     if held_out_engine:

@@ -228,7 +228,7 @@ def read_kjv_verses(command: str = KJV_COMMAND) -> dict[str, list[str]]:
     if exe is None:
         raise TextSourceError(
             f"'{command}' not found: install the Debian package bible-kjv "
-            "(apt-get install bible-kjv, or bash tools/setup.sh)"
+            "(apt-get install bible-kjv, or bash tools/setup/setup.sh)"
         )
     out = subprocess.run(
         [exe, "-f", KJV_RANGE], capture_output=True, text=True, check=True
@@ -252,7 +252,7 @@ def read_wordnet_examples(wordnet_dir: Path | str = WORDNET_DIR) -> dict[str, li
         if not path.is_file():
             raise TextSourceError(
                 f"{path} not found: install the Debian package wordnet-base "
-                "(apt-get install wordnet-base, or bash tools/setup.sh)"
+                "(apt-get install wordnet-base, or bash tools/setup/setup.sh)"
             )
         with open(path, encoding="latin-1") as f:
             for line in f:

@@ -129,7 +129,7 @@ def available_engines(engines: Sequence[str] = ENGINES) -> list[str]:
 def missing_engine_hint(engines: Sequence[str]) -> str:
     """An installation hint for engines that are not installed."""
     pkgs = " ".join(DEBIAN_PACKAGES[e] for e in engines)
-    return f"install the Debian packages: apt-get install {pkgs} (or run bash tools/setup.sh)"
+    return f"install the Debian packages: apt-get install {pkgs} (or run bash tools/setup/setup.sh)"
 
 
 def _run(cmd: list[str], voice: Voice, stdin: str | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Each pretrainer's model is built from its own recipe hparams with the study's overrides
 (:data:`speechpos.experiments.runs.PRETRAINERS`, on :data:`~speechpos.experiments.runs.CONFORMER_BODY`),
-so "the same model" is literally what ``tools/pretraining_study.py`` trains. A step is the
+so "the same model" is literally what ``tools/studies/pretraining_study.py`` trains. A step is the
 forward pass from normalised filterbank features, the recipe's loss, backward and an AdamW
 step, on random features shaped as the recipe's batches: whole utterances for BEST-RQ
 (``batch`` of ``seconds`` s each), crops for the position pretexts that train on crops

@@ -282,20 +282,103 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_report(setup: str, table: str, path: str | Path | None = None) -> None:
-    """Print a benchmark's setup paragraph and markdown table, and write both to ``path``.
+def report_text(setup: str, table: str, title: str | None = None, command: str | None = None) -> str:
+    """A report's markdown: a short title, the conditions, the table, then the command that
+    wrote it in a code block (a long command would bury the conditions if it came first).
+
+    >>> print(report_text("One run, 1 thread.", "| a |", title="Bench", command="python tools/x.py"))
+    # Bench
+    <BLANKLINE>
+    One run, 1 thread.
+    <BLANKLINE>
+    | a |
+    <BLANKLINE>
+    ## Command
+    <BLANKLINE>
+    ```bash
+    python tools/x.py
+    ```
+    <BLANKLINE>
+    """
+    parts = [f"# {title}"] if title else []
+    parts += [p for p in (setup, table) if p]
+    if command:
+        parts += ["## Command", f"```bash\n{command}\n```"]
+    return "\n\n".join(parts) + "\n"
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[\w.+-]+/)*[\w.+-]+/?")
+
+
+def repo_relative(text: str, root: str | Path = REPO_ROOT) -> str:
+    """``text`` with every absolute path made relative to the repository, or (outside it) cut
+    to ``…/<last folder>``: a report names a corpus by its folder, never by where one machine
+    kept it.
+
+    >>> repo_relative("--corpus /srv/x/LibriSpeech-bench --out /repo/results/a", root="/repo")
+    '--corpus …/LibriSpeech-bench --out results/a'
+    >>> repo_relative("10 s/epoch, audio s / s", root="/repo")
+    '10 s/epoch, audio s / s'
+    """
+    root = str(root).rstrip("/")
+
+    def short(match: re.Match) -> str:
+        path = match.group(0)
+        if path == root or path.startswith(root + "/"):
+            return path[len(root) + 1:] or "."
+        return "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+
+    return _ABSOLUTE_PATH.sub(short, text)
+
+
+def tool_command(tool_file: str | Path, argv: list[str]) -> str:
+    """The command line that ran a tool, as a reader would type it from the repository root
+    (absolute paths made relative, :func:`repo_relative`).
+
+    >>> tool_command(REPO_ROOT / "tools" / "x.py", ["--note", "two words"])
+    "python tools/x.py --note 'two words'"
+    """
+    import shlex
+
+    tool = Path(tool_file).resolve()
+    name = tool.relative_to(REPO_ROOT).as_posix() if tool.is_relative_to(REPO_ROOT) else tool.name
+    return shlex.join(["python", name, *(repo_relative(str(a)) for a in argv)])
+
+
+def mean_std(values: list[float], digits: int = 2) -> str:
+    """``mean ± sample std`` (ddof = 1, the spread a reader expects over seeds); the mean alone
+    for one value, ``-`` for none.
+
+    >>> mean_std([49.0, 51.0, 54.5]), mean_std([3.0]), mean_std([])
+    ('51.50 ± 2.78', '3.00', '-')
+    """
+    import statistics
+
+    if not values:
+        return "-"
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def write_report(setup: str, table: str, path: str | Path | None = None, *, title: str | None = None,
+                 command: str | None = None) -> None:
+    """Print a benchmark's report (:func:`report_text`) and write it to ``path``.
 
     >>> write_report("one run", "| a |")
     one run
     <BLANKLINE>
     | a |
+    <BLANKLINE>
     """
-    print(setup + "\n")
-    print(table)
+    text = report_text(setup, table, title, command)
+    print(text)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(setup + "\n\n" + table + "\n")
+        path.write_text(text)
 
 
 def epoch_table(records: list[dict]) -> str:

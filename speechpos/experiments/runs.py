@@ -53,7 +53,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "LibriSpeech"
 # The CTC baseline's conformer body as the pretraining study and the demo pretrain and fine-tune
 # it (``--frontend`` is a fine-tuning key only).
 CONFORMER_BODY = ["--encoder_kind=conformer", "--null_key=True", "--patch_frames=4", "--frontend=patch"]
-# The speech pretext that learns (tools/pretext_sweep.py): 2-s crops, every context token an anchor.
+# The speech pretext that learns (tools/studies/pretext_sweep.py): 2-s crops, every context token an anchor.
 ANCHORS_PRETEXT = {"crop_seconds": 2.0, "batch_size": 32, "anchor_ratio": 1.0}
 # Pretrainers of the study and the probe screen: name -> (script, hparams, overrides), all on
 # the conformer body, plus the settings every pretraining shares.
@@ -620,12 +620,12 @@ def seed_limits(items: list[str], allowed) -> dict[str, list[int]]:
 
 
 def made_corpus(corpus: Path, size: str | None, seed: int, jobs: int, prep: Path, low_label=None) -> Path:
-    """Make the generated corpus if missing (``tools/make_corpus.py``'s sizes; test-other is
+    """Make the generated corpus if missing (``tools/data/make_corpus.py``'s sizes; test-other is
     added to one made without it) and write its CSV manifests into ``prep`` (test-other's too
     where the corpus has it; both skipped when done); returns ``prep``.
 
     ``size=None`` takes ``corpus`` as it is (made elsewhere, or carried to a machine without the
-    speech engines by ``tools/pack_corpus.py``): only the manifests are written. So is a
+    speech engines by ``tools/data/pack_corpus.py``): only the manifests are written. So is a
     LibriSpeech-layout folder of the user's (:func:`make_or_use_corpus`)."""
     from speechpos.speech.data.librispeech import prepare_librispeech
 

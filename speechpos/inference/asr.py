@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import Checkpointer
 
+from speechpos.position.checkpoint import state_mismatches
 from speechpos.speech.ctc import (
     CharTokenizer,
     SentencePieceTokenizer,
@@ -38,9 +41,15 @@ from speechpos.speech.data.audio import min_samples_for_patch, read_audio_conver
 from speechpos.speech.model import load_encoder_state
 from speechpos.speech.patches import feature_lengths
 
+EXPORT_MARKER = "speechpos_export.json"
+
 
 class RunError(ValueError):
     """A folder is not a usable training run."""
+
+
+class ExportError(ValueError):
+    """A run cannot be exported, or an exported folder cannot be loaded."""
 
 
 class SpeechModel:
@@ -62,11 +71,9 @@ class SpeechModel:
     @classmethod
     def from_run(cls, run: str | Path, device: str = "cpu") -> SpeechModel:
         """Load a run folder written by ``asr_ctc.py`` or ``pretrain.py``, or a folder written
-        by ``speechpos export`` (:mod:`speechpos.inference.export`)."""
+        by ``speechpos export`` (:mod:`speechpos.inference.export`; see :func:`load_export`)."""
         run = Path(run)
         if (run / "speechpos_export.json").is_file():
-            from speechpos.inference.export import load_export
-
             return load_export(run, device)
         yaml_path = run / "hyperparams.yaml"
         if not yaml_path.is_file():
@@ -188,6 +195,48 @@ class SpeechModel:
         if not 0 <= layer < len(hidden):
             raise ValueError(f"layer must be -1 or in 0..{len(hidden) - 1}, got {layer}")
         return hidden[layer][0].cpu()
+
+
+def load_export(folder: str | Path, device: str = "cpu") -> SpeechModel:
+    """A :class:`SpeechModel` from an exported folder, loaded through its SpeechBrain
+    ``pretrainer`` (the same files ``EncoderASR`` loads)."""
+    folder = Path(folder)
+    with open(folder / "hyperparams.yaml", encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f)
+    check_loaded(hp["pretrainer"], folder)
+    with tempfile.TemporaryDirectory() as collected:
+        pretrainer = hp["pretrainer"]
+        pretrainer.set_collect_in(collected)
+        pretrainer.collect_files(default_source=str(folder.resolve()))
+        pretrainer.load_collected()
+    if hp["token_type"] != "char":
+        raise ExportError(f"{folder}: speechpos loads exported character models; load a "
+                          "SentencePiece export with speechbrain's EncoderASR")
+    hp = {**hp, "encoder": hp["encoder_model"]}
+    model = SpeechModel(hp, CharTokenizer(hp["tokenizer"]), hp["ctc_lin"], device)
+    marker = folder / EXPORT_MARKER
+    lm = (json.loads(marker.read_text()) if marker.is_file() else {}).get("lm")
+    if lm:
+        model.saved_lm = {**lm, "arpa": str(folder / lm["arpa"]), "lexicon": str(folder / lm["lexicon"])}
+    return model
+
+
+def check_loaded(pretrainer, folder: Path) -> None:
+    """Refuse a folder whose checkpoint leaves any weight of a module unset: SpeechBrain's
+    loader uses ``strict=False`` and would only warn."""
+    for name, obj in pretrainer.loadables.items():
+        if not isinstance(obj, torch.nn.Module) or isinstance(obj, InputNormalization):
+            continue  # statistics are saved by their own saver, not as a state dict
+        path = folder / f"{name}.ckpt"
+        if not path.is_file():
+            raise ExportError(f"{path}: missing, the exported folder has no weights for {name}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a file that is not a checkpoint
+            raise ExportError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        problems = state_mismatches(obj.state_dict(), state, optional=())
+        if problems:
+            raise ExportError(f"{path}: does not fit {name}: {'; '.join(problems)}")
 
 
 def _load_tokenizer(hparams, save: Path):

@@ -41,10 +41,19 @@ from pathlib import Path
 
 import torch
 
-from speechpos.inference.asr import SpeechModel
-from speechpos.position.checkpoint import state_mismatches
+# Loading an exported folder lives in asr.py (SpeechModel.from_run reads both kinds of folder);
+# this module only writes, so the import goes one way.
+from speechpos.inference.asr import (
+    EXPORT_MARKER,
+    ExportError,
+    SpeechModel,
+    load_export,
+)
 
-EXPORT_MARKER = "speechpos_export.json"
+__all__ = [
+    "EXPORT_MARKER", "ExportError", "export_encoder", "export_lm", "export_run", "finetune_encoder",
+    "load_export", "model_card", "sentencepiece_rows",
+]
 
 # hparams of the run that build the encoder (speechpos.speech.build_speech_encoder's keys).
 ARCHITECTURE_KEYS = {
@@ -112,10 +121,6 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         ctc_lin: !ref <ctc_lin>
         tokenizer: !ref <tokenizer>
 """
-
-
-class ExportError(ValueError):
-    """A run cannot be exported."""
 
 
 def export_lm(model: SpeechModel, out: Path, lm_text=None, lm_arpa=None, order: int = 3) -> dict | None:
@@ -354,53 +359,6 @@ def model_card(hp: dict, results: dict, run: Path, command: str | None, lm: dict
               "either way: the encoder classes are its own).", "",
               f"Made by: `{command or 'speechpos export ' + str(run)}`", ""]
     return "\n".join(lines)
-
-
-def load_export(folder: str | Path, device: str = "cpu") -> SpeechModel:
-    """A :class:`SpeechModel` from an exported folder, loaded through its SpeechBrain
-    ``pretrainer`` (the same files ``EncoderASR`` loads)."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    from speechpos.speech.ctc import CharTokenizer
-
-    folder = Path(folder)
-    with open(folder / "hyperparams.yaml", encoding="utf-8") as f:
-        hp = load_hyperpyyaml(f)
-    check_loaded(hp["pretrainer"], folder)
-    with tempfile.TemporaryDirectory() as collected:
-        pretrainer = hp["pretrainer"]
-        pretrainer.set_collect_in(collected)
-        pretrainer.collect_files(default_source=str(folder.resolve()))
-        pretrainer.load_collected()
-    if hp["token_type"] != "char":
-        raise ExportError(f"{folder}: speechpos loads exported character models; load a "
-                          "SentencePiece export with speechbrain's EncoderASR")
-    hp = {**hp, "encoder": hp["encoder_model"]}
-    model = SpeechModel(hp, CharTokenizer(hp["tokenizer"]), hp["ctc_lin"], device)
-    lm = _read_json(folder / EXPORT_MARKER).get("lm")
-    if lm:
-        model.saved_lm = {**lm, "arpa": str(folder / lm["arpa"]), "lexicon": str(folder / lm["lexicon"])}
-    return model
-
-
-def check_loaded(pretrainer, folder: Path) -> None:
-    """Refuse a folder whose checkpoint leaves any weight of a module unset: SpeechBrain's
-    loader uses ``strict=False`` and would only warn."""
-    from speechbrain.processing.features import InputNormalization
-
-    for name, obj in pretrainer.loadables.items():
-        if not isinstance(obj, torch.nn.Module) or isinstance(obj, InputNormalization):
-            continue  # statistics are saved by their own saver, not as a state dict
-        path = folder / f"{name}.ckpt"
-        if not path.is_file():
-            raise ExportError(f"{path}: missing, the exported folder has no weights for {name}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for a file that is not a checkpoint
-            raise ExportError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
-        problems = state_mismatches(obj.state_dict(), state, optional=())
-        if problems:
-            raise ExportError(f"{path}: does not fit {name}: {'; '.join(problems)}")
 
 
 def _architecture_lines(values: dict) -> tuple[str, str]:

@@ -30,7 +30,7 @@ Example
 
 The random draws of a step (context, anchors, tokens scored) are a :class:`PretextPlan`, which
 can be drawn before the tokens are embedded and read by whoever needs them (the shortcut
-diagnosis, ``tools/pretext_shortcut.py``, measures each target's distance to its anchors):
+diagnosis, ``tools/studies/pretext_shortcut.py``, measures each target's distance to its anchors):
 
 >>> gapped = PositionPretext(enc, PositionHead(32, 50), ContextSampler(0.25), min_gap=1, coarse=4)
 >>> plan = gapped.plan(torch.tensor([40, 20]), 40)

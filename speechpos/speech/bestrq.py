@@ -105,7 +105,7 @@ class MaskedTokenDecoder(nn.Module):
     unpositioned transformer with full attention; ``"conv"`` (data2vec 2.0): residual
     convolution blocks (:class:`ConvDecoderLayers`). Measured on speech: the transformer decoder
     learned to predict the codes from position alone and ignored the encoder
-    (``tools/bestrq_encoder_use.py``).
+    (``tools/studies/bestrq_encoder_use.py``).
 
     Arguments
     ---------

@@ -6,7 +6,7 @@ Two strided 3x3 convolution blocks over (time x mel) subsample the filterbanks f
 ``Conv2dSubsampling``. It has the call of :class:`~speechpos.speech.patches.FramePatchEmbedding`
 (features and relative lengths in, tokens and token counts out), so the same encoder body runs
 behind either front-end. Its zero padding at the utterance edges tells tokens where the edges
-are (a position leak, measured by ``tools/measure_leak.py``): it is for CTC, not for
+are (a position leak, measured by ``tools/studies/measure_leak.py``): it is for CTC, not for
 position-prediction pretraining. Padded frames of a batch are zeroed before each convolution, so
 a file's tokens are the same alone and in a batch.
 

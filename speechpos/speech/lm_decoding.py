@@ -6,7 +6,7 @@ The units are the character tokenizer's: the blank is index 0 and the space is F
 boundary ``|``, which ends every spelling of the lexicon. A CTC model emits no space after the
 last word, so each utterance gets one more frame in which ``|`` is certain: the last word then
 ends as the others do. ``lm_weight`` scales the LM's log10 probabilities and ``word_score`` is
-added per word; tune both on dev (``tools/tune_lm.py``). Only words of the lexicon (those of the
+added per word; tune both on dev (``tools/studies/tune_lm.py``). Only words of the lexicon (those of the
 LM text) can be output: out-of-vocabulary words of the test set are always errors.
 
 Lexicon-free (``lexicon=None``): Flashlight's lexicon-free search with a character n-gram LM
@@ -81,7 +81,7 @@ def read_lm_text(path: str) -> list[str]:
 
 def default_lm_text(lm_text: str | None, data_folder: str | None) -> str | None:
     """The LM text to use: ``lm_text`` when given, else the corpus's own
-    (``<data_folder>/librispeech-lm-norm.txt``, which ``tools/make_corpus.py`` writes) where there
+    (``<data_folder>/librispeech-lm-norm.txt``, which ``tools/data/make_corpus.py`` writes) where there
     is one, else None (the training transcripts).
 
     >>> default_lm_text("my.txt", "data/LibriSpeech"), default_lm_text(None, "/nonexistent")

@@ -319,7 +319,7 @@ def test_bad_input(name, request, tmp_path):
 
 
 def test_a_users_imagefolder_is_used_as_it_is_by_the_vision_benchmark(tmp_path):
-    """tools/vision_benchmark.py --data FOLDER once wrote sklearn's ten digit classes beside the
+    """tools/studies/vision_benchmark.py --data FOLDER once wrote sklearn's ten digit classes beside the
     user's own ten (the fine-tuning then refused "20 classes")."""
     from make_digits_imagefolder import digits_or_existing
     from PIL import Image
@@ -361,4 +361,4 @@ def test_a_users_speech_commands_folder_is_used_as_it_is_by_the_keyword_benchmar
     assert foreign_kws_corpus(corpus) and not foreign_kws_corpus(tiny_speech_commands)
     prepare_speech_commands(corpus, tmp_path / "prep")
     assert snapshot([corpus]) == before
-    assert "if foreign_kws_corpus(data):" in (ROOT / "tools" / "kws_benchmark.py").read_text()
+    assert "if foreign_kws_corpus(data):" in (ROOT / "tools" / "studies" / "kws_benchmark.py").read_text()

@@ -19,7 +19,7 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     docs = tmp_path / "docs"
     env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     proc = run_python(
-        [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
+        [sys.executable, str(ROOT / "tools" / "studies" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
          "--threads", "2", "--examples", "2", "--model-args", *SMALL],
         capture_output=True, text=True, env=env, timeout=900,
@@ -61,7 +61,7 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     previous = tmp_path / "previous.json"
     previous.write_text((docs / "ctc_baseline.json").read_text())
     again = run_python(
-        [sys.executable, str(ROOT / "tools" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
+        [sys.executable, str(ROOT / "tools" / "studies" / "ctc_baseline.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "100",
          "--threads", "2", "--previous", str(previous), "--previous-label", "the same run, earlier",
          "--model-args", *SMALL],
@@ -105,7 +105,7 @@ def test_a_pretrained_encoder_is_refused_behind_the_conv_frontend(tiny_librispee
 def test_ablation_tool_reports_each_variant_at_equal_steps(tiny_librispeech, tmp_path):
     docs = tmp_path / "docs"
     proc = run_python(
-        [sys.executable, str(ROOT / "tools" / "ctc_ablation.py"), "--corpus", str(tiny_librispeech),
+        [sys.executable, str(ROOT / "tools" / "studies" / "ctc_ablation.py"), "--corpus", str(tiny_librispeech),
          "--size", "tiny", "--out", str(tmp_path / "out"), "--docs", str(docs), "--steps", "6",
          "--variants", "baseline", "conv-frontend", "--model-args", *SMALL],
         capture_output=True, text=True, timeout=900,

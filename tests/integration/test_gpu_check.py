@@ -1,5 +1,5 @@
-"""tools/gpu_check.sh in its CPU quick mode, on a corpus carried as a GPU node gets it (packed
-to Opus by tools/pack_corpus.py and unpacked, no speech engine used): both recipes run on the
+"""tools/gpu/gpu_check.sh in its CPU quick mode, on a corpus carried as a GPU node gets it (packed
+to Opus by tools/data/pack_corpus.py and unpacked, no speech engine used): both recipes run on the
 device it picks, each stopped by its training-time budget, and the table names the device beside
 throughput, warm-up, memory and WER."""
 
@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_gpu_check_quick_runs_both_stages_on_time_budgets(tiny_librispeech, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
     for verb, src, dst in (("pack", tiny_librispeech, "packed"), ("unpack", tmp_path / "packed", "carried")):
-        subprocess.run([sys.executable, str(ROOT / "tools" / "pack_corpus.py"), verb, str(src),
+        subprocess.run([sys.executable, str(ROOT / "tools" / "data" / "pack_corpus.py"), verb, str(src),
                         str(tmp_path / dst)], check=True, capture_output=True, env=env)
     carried = tmp_path / "carried"
     assert not list(carried.rglob("*.ogg")) and len(list(carried.rglob("*.flac"))) == len(
         list(Path(tiny_librispeech).rglob("*.flac")))
     proc = subprocess.run(
-        ["bash", str(ROOT / "tools" / "gpu_check.sh"), "--quick", "--device", "cpu",
+        ["bash", str(ROOT / "tools" / "gpu" / "gpu_check.sh"), "--quick", "--device", "cpu",
          "--corpus", str(carried), "--out", str(tmp_path / "check"),
          "--pretrain-seconds", "3", "--ctc-seconds", "3", "--ctc-steps", "100000"],
         capture_output=True, text=True, env=env, timeout=900,

@@ -56,13 +56,13 @@ def finetuned(tiny_speech_commands, pretrained, tmp_path_factory):
 
 
 def test_shortcut_diagnosis_scores_a_keyword_pretraining(tiny_speech_commands, tmp_path, single_thread):
-    """tools/pretext_shortcut.py on the keyword recipe's anchored pretext: its validation clips,
+    """tools/studies/pretext_shortcut.py on the keyword recipe's anchored pretext: its validation clips,
     20-ms tokens, and beside each distance the chance of a guess that knows the anchors (never
     below a uniform guess's)."""
     run = tmp_path / "anchors"
     load_recipe("pretrain").main([str(RECIPES / "hparams" / "pretrain.yaml"), f"--data_folder={tiny_speech_commands}",
                                   f"--output_folder={run}", "--number_of_epochs=2", "--anchor_ratio=1.0", *TINY])
-    spec = importlib.util.spec_from_file_location("tool_shortcut_kws", ROOT / "tools" / "pretext_shortcut.py")
+    spec = importlib.util.spec_from_file_location("tool_shortcut_kws", ROOT / "tools" / "studies" / "pretext_shortcut.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     docs = tmp_path / "docs"
@@ -216,7 +216,7 @@ def test_api_and_cli_on_44k_stereo(finetuned, tiny_speech_commands, tmp_path, ca
 def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     def bench(*extra):
         return run_python(
-            [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick", "--held-out-engine",
+            [sys.executable, str(ROOT / "tools" / "studies" / "kws_benchmark.py"), "--preset", "quick", "--held-out-engine",
              "flite", "--data", str(tiny_speech_commands_other), "--out", str(tmp_path / "runs"), "--docs",
              str(docs), *extra],
             capture_output=True, text=True,
@@ -245,7 +245,7 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
     for line in ("noise_probability: 0.8", "speed_perturb: true", "spec_augment: true", "mixup_alpha: 0.4"):
         assert line in everything, line
     text = (docs / "kws_augmentation.md").read_text()
-    assert "Targets (issue 25):" in text and "- held-out engine: best transformer row" in text
+    assert "Checks on the means (± is the sample std over seeds):" in text and "- held-out engine: best transformer row" in text
     assert "fewer errors (target >= 25 %)" in text
     assert (docs / "kws_augmentation_confusion.png").stat().st_size > 1000
     assert (docs / "kws_augmentation_confusion_held_out.png").stat().st_size > 1000
@@ -268,7 +268,7 @@ def test_benchmark_quick_preset(tiny_speech_commands_other, tmp_path):
 
 def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_path):
     proc = run_python(
-        [sys.executable, str(ROOT / "tools" / "kws_benchmark.py"), "--preset", "quick",
+        [sys.executable, str(ROOT / "tools" / "studies" / "kws_benchmark.py"), "--preset", "quick",
          "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "out"), "--limit", "MP4=0"],
         capture_output=True, text=True, timeout=120,
     )

@@ -62,7 +62,7 @@ def test_lm_decoding_adds_wer_lm_beside_greedy(lm_run, tiny_librispeech):
 
 def test_tune_lm_grid_searches_weights_beams_orders_and_lexicon_free_on_dev(lm_run, tmp_path):
     proc = run_python(
-        [sys.executable, str(ROOT / "tools" / "tune_lm.py"), str(lm_run), "--lm_weights", "0", "2",
+        [sys.executable, str(ROOT / "tools" / "studies" / "tune_lm.py"), str(lm_run), "--lm_weights", "0", "2",
          "--word_scores", "-1", "0.5", "--beam_sizes", "20", "5", "--orders", "3", "4", "--prune", "0", "1",
          "--lexicon-free", "--char-orders", "5", "--test", "--docs", str(tmp_path)],
         capture_output=True, text=True, timeout=600,

@@ -1,4 +1,4 @@
-"""Tests of the offline LibriSpeech-layout corpus maker (tools/make_corpus.py)."""
+"""Tests of the offline LibriSpeech-layout corpus maker (tools/data/make_corpus.py)."""
 
 import json
 import re
@@ -19,7 +19,7 @@ from speechpos.corpora.librispeech import (
 )
 from speechpos.experiments.runs import run_python
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_corpus.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "data" / "make_corpus.py"
 SEED = 1234  # the seed of the tiny_librispeech fixture
 ALL_SPLITS = (*SPLITS, TEST_OTHER)
 

@@ -1,4 +1,4 @@
-"""tools/pretext_probe.py end to end on the tiny corpus (--preset quick): a position variant,
+"""tools/studies/pretext_probe.py end to end on the tiny corpus (--preset quick): a position variant,
 the joint objective and the random encoder, each probed frozen; the report's keys and the
 verdict against the random encoder; resuming without rerunning."""
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def probe(tiny_librispeech, out, docs, *rows):
     env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     return run_python(
-        [sys.executable, str(ROOT / "tools" / "pretext_probe.py"), "--preset", "quick", "--jobs", "2",
+        [sys.executable, str(ROOT / "tools" / "studies" / "pretext_probe.py"), "--preset", "quick", "--jobs", "2",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech), "--rows", *rows],
         capture_output=True, text=True, env=env, timeout=1200,
     )

@@ -1,4 +1,4 @@
-"""tools/pretraining_study.py end to end on the tiny corpus (--preset quick): every pretrainer
+"""tools/studies/pretraining_study.py end to end on the tiny corpus (--preset quick): every pretrainer
 and row, equal pretraining time, equal fine-tuning steps, the probe, the speed rows, the JSON
 keys other versions compare against, and resuming without rerunning."""
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def study(tiny_librispeech, out, docs, *extra):
     env = dict(os.environ)  # output is read once the run has ended: no PYTHONUNBUFFERED (it would cost a fresh interpreter)
     return run_python(
-        [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
+        [sys.executable, str(ROOT / "tools" / "studies" / "pretraining_study.py"), "--preset", "quick",
          "--out", str(out), "--docs", str(docs), "--corpus", str(tiny_librispeech),
          "--pretrainers", "MP3 (as built)", "MP3 + anchors", "BEST-RQ", *extra],
         capture_output=True, text=True, env=env, timeout=1200,
@@ -92,7 +92,7 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
 
 def test_study_rejects_a_limit_on_a_budget_it_does_not_run(tmp_path):
     proc = run_python(
-        [sys.executable, str(ROOT / "tools" / "pretraining_study.py"), "--preset", "quick",
+        [sys.executable, str(ROOT / "tools" / "studies" / "pretraining_study.py"), "--preset", "quick",
          "--out", str(tmp_path), "--limit", "10h=0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--limit wants NAME=SEEDS with NAME one of ['10s', '30s'], got '10h=0'" in proc.stderr

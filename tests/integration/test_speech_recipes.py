@@ -433,7 +433,7 @@ def test_encoder_use_tool_scores_a_bestrq_run_with_and_without_its_encoder(bestr
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("tool_encoder_use", ROOT / "tools" / "bestrq_encoder_use.py")
+    spec = importlib.util.spec_from_file_location("tool_encoder_use", ROOT / "tools" / "studies" / "bestrq_encoder_use.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main([str(bestrq_run), "--names", "tiny", "--batches", "2", "--docs", str(tmp_path)]) == 0
@@ -528,7 +528,7 @@ def test_pretext_variants_run_on_crops(variant, overrides, tiny_librispeech, tmp
     """The recipe's pretext switches, end to end on 1-s crops: metrics against the variant's own
     chance, the encoder exported, the run marked done. (That the variants *learn* is shown
     on a toy sequence in tests/unittests/position/test_pretext_variants.py and on speech by
-    tools/pretext_sweep.py: a tiny corpus gives too few steps.)"""
+    tools/studies/pretext_sweep.py: a tiny corpus gives too few steps.)"""
     import json
 
     out = tmp_path / variant
@@ -645,7 +645,7 @@ def test_shortcut_diagnosis_splits_targets_by_distance(gapped_views_run, tmp_pat
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("tool_shortcut", ROOT / "tools" / "pretext_shortcut.py")
+    spec = importlib.util.spec_from_file_location("tool_shortcut", ROOT / "tools" / "studies" / "pretext_shortcut.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main([str(gapped_views_run), "--names", "gapped", "--passes", "1", "--docs", str(tmp_path)]) == 0
@@ -673,7 +673,7 @@ def test_shortcut_tool_trains_then_resumes_the_study_pretext(tiny_librispeech, t
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("tool_shortcut_train", ROOT / "tools" / "pretext_shortcut.py")
+    spec = importlib.util.spec_from_file_location("tool_shortcut_train", ROOT / "tools" / "studies" / "pretext_shortcut.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     run = tmp_path / "runs" / "anchors"

@@ -45,8 +45,8 @@ def test_ctc_yaml_names_speechbrains_compile_options():
 def test_dynamically_compiled_encoder_matches_eager_on_two_batch_shapes():
     """Traced once with dynamic shapes (dynamo + AOTAutograd: forward and backward graphs), the
     encoder serves batches of another size and length with eager's maths. The inductor backend
-    itself (minutes of C++ compiling on a fresh machine) runs in ``tools/bench_ctc_step.py
-    --compile`` and ``tools/gpu_check.sh``, not in the test suite."""
+    itself (minutes of C++ compiling on a fresh machine) runs in ``tools/bench/bench_ctc_step.py
+    --compile`` and ``tools/gpu/gpu_check.sh``, not in the test suite."""
     torch.manual_seed(0)
     enc = build_speech_encoder(n_mels=8, patch_frames=2, kind="transformer", num_layers=1, d_model=16,
                                nhead=2, d_ffn=32, dropout=0.0).train()

@@ -1,4 +1,4 @@
-"""tools/pack_corpus.py (a corpus carried to a GPU node as Opus) and a corpus taken as it is:
+"""tools/data/pack_corpus.py (a corpus carried to a GPU node as Opus) and a corpus taken as it is:
 what they refuse, each with the folder or file named. The round trip itself runs on the real
 tiny corpus in tests/integration/test_gpu_check.py."""
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def pack_corpus():
-    spec = importlib.util.spec_from_file_location("tool_pack_corpus", ROOT / "tools" / "pack_corpus.py")
+    spec = importlib.util.spec_from_file_location("tool_pack_corpus", ROOT / "tools" / "data" / "pack_corpus.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool

@@ -78,7 +78,7 @@ def test_recipe_refuses_an_unknown_precision(tmp_path):
 def load_check_lock():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_lock", ROOT / "tools" / "check_lock.py")
+    spec = importlib.util.spec_from_file_location("check_lock", ROOT / "tools" / "setup" / "check_lock.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

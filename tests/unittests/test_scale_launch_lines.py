@@ -1,4 +1,4 @@
-"""The README's LibriSpeech-scale launch lines name only keys their hparams files have, and the
+"""The LibriSpeech-scale launch lines of docs/gpu.md name only keys their hparams files have, and the
 recipes' preparation joins several training splits into the train.csv those lines point at."""
 
 import re
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def scale_lines() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "gpu.md").read_text()
     section = text.split("## Train at LibriSpeech scale on GPUs", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```bash")[1:]]
     commands = [c for b in blocks for c in re.sub(r"\\\n\s*", " ", b).splitlines()]

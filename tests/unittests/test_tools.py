@@ -20,7 +20,7 @@ epoch: 3, lr: 1.02e-03 - train loss: 5.36, train pos_acc: 8.40e-03, train pos_er
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", next(TOOLS.rglob(f"{name}.py")))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -341,3 +341,23 @@ def test_suite_bench_reads_pytest_summary_and_slowest_phases():
         bench.parse_pytest("ImportError while loading conftest\n")
     with pytest.raises(SystemExit):
         bench.main(["--checkout", "nowhere"])
+
+
+def test_gpu_report_takes_the_compiled_ctc_row_wherever_gpu_check_puts_it():
+    # gpu_check.py writes the eager CTC row second and the compiled one after it
+    # (--compare-compile); the old rows[1] published the eager run as "compiled".
+    report = load_tool("gpu_report")
+    pretrain = {"stage": "pretraining (MP3 + anchors)", "compiled": False}
+    eager = {"stage": "CTC fine-tuning (1 h of labels)", "compiled": False, "steady_audio_s_per_s": 500.0,
+             "first_step_s": 1.0, "steps": 900, "result": "WER dev 90 / test 89, CER test 45"}
+    compiled = {**eager, "stage": "CTC fine-tuning (1 h of labels), --compile", "compiled": True,
+                "steady_audio_s_per_s": 600.0, "first_step_s": 50.0, "steps": 100,
+                "result": "WER dev 99 / test 98, CER test 60"}
+    eager_run = {"test-clean": {"steady_audio_s_per_s": 500.0, "first_step_s": 1.0, "steps_trained": 900,
+                                "WER": 89.0, "CER": 45.0}}
+    rows = report.compile_rows({"rows": [pretrain, eager, compiled]}, eager_run, [(150.0, 99.0, 60.0)],
+                               [(60.0, 90.0, 45.0)])
+    assert rows[0]["first step s"] == 50.0 and rows[0]["steps trained"] == 100
+    assert rows[0]["steady speed-up"] == "1.20x"
+    with pytest.raises(ValueError, match="no compiled CTC row"):
+        report.compiled_ctc_row([pretrain, eager])

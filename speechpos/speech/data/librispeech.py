@@ -1,6 +1,6 @@
 """LibriSpeech data preparation: one CSV per split, checked inputs, Libri-light-style subsets.
 
-Reads the LibriSpeech layout (the real corpus, or the offline one of ``tools/make_corpus.py``)::
+Reads the LibriSpeech layout (the real corpus, or the offline one of ``tools/data/make_corpus.py``)::
 
     <data_folder>/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac
     <data_folder>/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt   ("<ID> <WORDS>" lines)

@@ -50,7 +50,7 @@ NOISE_FOLDER = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
 # Optional (not in the real dataset): a second test list, e.g. voices of an engine no training
-# clip came from (tools/make_kws_corpus.py --held-out-engine); prepared as test_other.csv.
+# clip came from (tools/data/make_kws_corpus.py --held-out-engine); prepared as test_other.csv.
 TESTING_OTHER_LIST = "testing_other_list.txt"
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
@@ -212,7 +212,7 @@ def prepare_speech_commands(
     if not root.is_dir():
         raise SpeechCommandsError(
             f"data_folder {root} does not exist: point --data_folder at Speech Commands, or make "
-            "a corpus with tools/make_kws_corpus.py"
+            "a corpus with tools/data/make_kws_corpus.py"
         )
     opts = {"data_folder": str(root.resolve()), "task": task, "silence": silence_percentage,
             "unknown": unknown_percentage, "seed": seed, "sample_rate": sample_rate}

@@ -128,7 +128,7 @@ def test_empty_word_folder(corpus_copy, tmp_path):
 
 def test_missing_data_folder(tmp_path):
     check_error(tmp_path / "nowhere", tmp_path, f"data_folder {tmp_path}/nowhere does not exist: point "
-                "--data_folder at Speech Commands, or make a corpus with tools/make_kws_corpus.py")
+                "--data_folder at Speech Commands, or make a corpus with tools/data/make_kws_corpus.py")
 
 
 def test_prepared_once(prepared, tiny_speech_commands):
