@@ -57,8 +57,10 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
     assert again.returncode == 0 and "started" not in again.stdout, again.stdout[-3000:]
     report = json.loads((docs / "pretraining_study.json").read_text())
     assert {r["seed"] for r in report["rows"]} == {0} and len(report["rows"]) == len(rows)
-    assert "--limit 10s=0 --limit 30s=0" in report["setup"]
-    assert "### Against the targets" in (docs / "pretraining_study.md").read_text()
+    assert "--limit 10s=0 --limit 30s=0" in report["command"]
+    text = (docs / "pretraining_study.md").read_text()
+    assert "### Against the study's goals" in text
+    assert text.rstrip().endswith(f"```bash\n{report['command']}\n```")  # the command last, in a code block
 
     # --report-only runs nothing: seed 1's fine-tunings are listed as not run, seed 0's rows kept.
     partial = study(tiny_librispeech, out, docs, "--seeds", "0", "1", "--report-only", "--note", "A note.")
