@@ -249,6 +249,9 @@ def conclusion(name: str, r: dict) -> str:
         + "); "
         f"scored with no context within ±3 patches it places {gap3['accuracy']} % against "
         f"{gap3['chance_given_gap']} % for a guess among the positions that gap leaves possible."
+        + (f" Far from every anchor (4+ patches), it places {r['by_edge']['0']['accuracy_far_from_anchors']} % "
+           f"of the crops' first and last patches and {r['by_edge']['>=4']['accuracy_far_from_anchors']} % of "
+           "those 4+ patches from the edges: the edge itself tells position." if "by_edge" in r else "")
     )
 
 
@@ -309,6 +312,7 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="pretrain.py output folders")
     parser.add_argument("--names", nargs="+", help="a row name per run (default: folder names)")
     parser.add_argument("--passes", type=int, default=2, help="draws of crops and contexts over dev")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--report", default="pretext_shortcut", help="name of the <docs>/<report>.{md,json,png}")
@@ -354,6 +358,7 @@ def main(argv=None) -> int:
         "contexts and anchors (and of crops, for speech), as the recipe validates); distance in "
         f"{'/'.join(f'{p:g}' for p in patches)}-ms patches from each scored target to its nearest anchor; "
         "a gap ±g scores only targets with no context token within g patches."
+        + (f" {args.note}" if args.note else "")
     )
     report = "\n\n".join([
         setup, "### Accuracy by distance to the nearest anchor", dist_table,
@@ -367,7 +372,7 @@ def main(argv=None) -> int:
     ])
     args.docs.mkdir(parents=True, exist_ok=True)
     write_report(report, "", args.docs / f"{args.report}.md", title="Position pretext: accuracy against the "
-                 "distance to the nearest anchor", command=command)
+                 "distance to the nearest anchor and to the crop edge", command=command)
     (args.docs / f"{args.report}.json").write_text(json.dumps({"setup": setup, "command": command, "runs": results}, indent=1))
     plot(results, args.docs / f"{args.report}.png")
     return 0
