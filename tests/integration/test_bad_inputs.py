@@ -26,7 +26,7 @@ from test_export_and_transcribe import exported, scratch_ctc_run  # noqa: F401  
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "LibriSpeech"
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "data"))  # make_digits_imagefolder, a script
 
 
 @dataclass
