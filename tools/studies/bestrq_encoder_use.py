@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shlex
 import sys
 from pathlib import Path
@@ -66,7 +67,8 @@ def encoder_use(run: Path, batches: int = 15, batch_size: int = 8, seed: int = 0
             return torch.where(valid[..., None], mean.expand_as(out), out)
 
         handle = body.register_forward_hook(flatten) if mode != MODES[0] else None
-        torch.manual_seed(seed)  # the same masks in both modes
+        torch.manual_seed(seed)  # the same masks in both modes (SpeechBrain's compute_mask draws
+        random.seed(seed)        # its span count with Python's random)
         hits = total = 0
         try:
             for i, batch in enumerate(make_dataloader(data, batch_size=batch_size)):
