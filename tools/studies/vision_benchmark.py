@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -38,6 +37,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     tool_command,
     write_report,
 )
+from speechpos.experiments.runs import cpu_name  # noqa: E402
 
 RECIPES = ROOT / "recipes" / "ImageNet"
 
@@ -147,16 +147,6 @@ def forward_seconds(pretrain_dir: Path) -> dict[str, float]:
 def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     """mean ± sample std over seeds, in percent."""
     return mean_std([v * scale for v in values], digits)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else the architecture."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def plot_top1(rows: list[dict], path: Path) -> Path:
@@ -299,7 +289,7 @@ def main() -> None:
         f"Digits ImageFolder ({data.name}, scikit-learn's 8x8 digits upscaled), ViT d_model "
         f"{MODEL['d_model']}, {MODEL['num_layers']} layers, patch {MODEL['patch_size']} on "
         f"{MODEL['image_size']} px (8x8 grid); pretraining {args.pretrain_epochs} epochs, fine-tuning "
-        f"{args.finetune_epochs} epochs; seeds {args.seeds}. Every run one CPU thread on {cpu_model()}; "
+        f"{args.finetune_epochs} epochs; seeds {args.seeds}. Every run one CPU thread on {cpu_name()}; "
         f"{wall / 60:.0f} min of runs in all. ± is the sample std over seeds (ddof 1)."
     )
     command = tool_command(__file__, sys.argv[1:])
@@ -310,7 +300,7 @@ def main() -> None:
     write_report(setup, table_md, docs / f"{args.report}.md",
                  title="Vision: position-prediction pretraining on digits", command=command)
     (docs / f"{args.report}.json").write_text(json.dumps(
-        {"setup": setup, "command": command, "cpu": cpu_model(), "seeds": args.seeds,
+        {"setup": setup, "command": command, "cpu": cpu_name(), "seeds": args.seeds,
          "pretrain_epochs": args.pretrain_epochs, "finetune_epochs": args.finetune_epochs,
          "model": MODEL, "rows": records}, indent=1) + "\n")
 
