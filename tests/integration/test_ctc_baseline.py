@@ -46,6 +46,13 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     assert test["lm"]["text"] == f"lm_text {tiny_librispeech / 'librispeech-lm-norm.txt'}"
     assert f"{test['lm']['words']} words" in text and 0 <= test["lm_out_of_lexicon"]["percent"] < 100
     assert (docs / "ctc_wer_vs_time.png").stat().st_size > 10_000
+    # the user's path: the exported folder with its LM through `speechpos transcribe --lm`
+    exported = report["export_check"]
+    assert exported["files"] == test["utterances"] and exported["rtf_one_thread"] > 0
+    assert exported["lm"]["text"] == test["lm"]["text"] and exported["lm"]["lm_weight"] == test["lm"]["lm_weight"]
+    assert abs(exported["WER_lm"] - test["WER_lm"]) <= 0.5, (exported, test)
+    assert tuned["tests"]["test-clean"]["lm_search_rtf"] > 0
+    assert f"`speechpos transcribe --lm` of the {exported['files']} test-clean files" in text
 
     epochs = [r for r in read_train_log(tmp_path / "out" / "run" / "train_log.txt") if "epoch" in r]
     assert epochs[-1]["train"]["loss"] < 0.8 * epochs[0]["train"]["loss"]

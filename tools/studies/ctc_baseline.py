@@ -29,8 +29,12 @@ A finished run is not trained again (the recipe also resumes from its last check
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +49,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     tool_command,
 )
 from speechpos.experiments.runs import Run, cpu_name, made_corpus, run_all  # noqa: E402
+from speechpos.inference.asr import EXPORT_MARKER  # noqa: E402
 
 
 def load_tool(name: str):
@@ -77,8 +82,10 @@ def tuned_lm(run: Path, weights, scores) -> dict:
         csv = model.hparams["test_csvs"].get(split)
         if csv and Path(csv).is_file():
             batches = tune.dev_log_probs(model, csv)
-            tests[split] = {"WER_lm": round(tune.wer(batches, decoder), 2),
-                            "CER_lm": round(tune.wer(batches, decoder, cer=True), 2)}
+            with single_thread():
+                wer_, cer_, seconds = tune.timed_wer(batches, decoder)
+            tests[split] = {"WER_lm": round(wer_, 2), "CER_lm": round(cer_, 2),
+                            "lm_search_rtf": round(seconds / tune.audio_seconds(csv), 4)}
     result = {
         "lm_weight": weight, "word_score": score, "dev_WER_lm": round(dev_wer, 2),
         "test_WER_lm": tests["test-clean"]["WER_lm"], "test_CER_lm": tests["test-clean"]["CER_lm"],
@@ -86,6 +93,62 @@ def tuned_lm(run: Path, weights, scores) -> dict:
         "grid": [{"lm_weight": w, "word_score": s, "dev_WER": round(v, 2)}
                  for (w, s), v in table.items()],
     }
+    cache.write_text(json.dumps(result, indent=1))
+    return result
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Torch on one thread inside the block (the beam search is timed as one core runs it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_clean_references(corpus: Path) -> dict[str, str]:
+    """{flac path: transcript} of the corpus's test-clean (LibriSpeech's ``*.trans.txt``)."""
+    refs = {}
+    for trans in sorted((corpus / "test-clean").rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            utt, text = line.split(" ", 1)
+            refs[str(trans.parent / f"{utt}.flac")] = text
+    return refs
+
+
+def export_check(run: Path, out: Path, corpus: Path) -> dict:
+    """What a user gets: ``speechpos export`` of the run (its LM included, as by default), then
+    ``speechpos transcribe --lm`` of every test-clean file on one thread, scored against the
+    transcripts. Cached in ``<out>/export_check.json``."""
+    import jiwer
+
+    cache = out / "export_check.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model_dir, listing, hyps = out / "export", out / "test-clean.list", out / "test-clean_lm.jsonl"
+    cli = [sys.executable, "-m", "speechpos.cli"]
+    subprocess.run([*cli, "export", str(run), str(model_dir)], check=True)
+    refs = test_clean_references(corpus)
+    listing.write_text("".join(f"{f}\n" for f in refs))
+    hyps.unlink(missing_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    subprocess.run([*cli, "transcribe", str(model_dir), "--lm", "--list", str(listing), "--format",
+                    "jsonl", "--output", str(hyps), "--no-progress"], check=True, env=env)
+    seconds = time.perf_counter() - start
+    text = {r["path"]: r["text"] for r in map(json.loads, hyps.read_text().splitlines())}
+    files = list(refs)
+    audio = sum(float(r["seconds"]) for r in map(json.loads, hyps.read_text().splitlines()))
+    lm = json.loads((model_dir / EXPORT_MARKER).read_text())["lm"] or {}
+    result = {"files": len(files), "WER_lm": round(100 * jiwer.wer([refs[f] for f in files],
+                                                                    [text.get(f, "") for f in files]), 2),
+              "wall_s": round(seconds, 1), "audio_s": round(audio, 1),
+              "rtf_one_thread": round(seconds / audio, 4) if audio else None,
+              "lm": {k: v for k, v in lm.items() if k not in ("arpa", "lexicon")}}
     cache.write_text(json.dumps(result, indent=1))
     return result
 
@@ -150,6 +213,7 @@ def main(argv=None) -> int:
 
     results = json.loads((run / "results.json").read_text())
     tuned = tuned_lm(run, args.lm_weights, args.word_scores)
+    exported = export_check(run, out, corpus)
     records = [r for r in read_train_log(run / "train_log.txt") if "epoch" in r and "valid" in r]
     curve = dev_curve(records)
     docs.mkdir(parents=True, exist_ok=True)
@@ -192,6 +256,16 @@ def main(argv=None) -> int:
            if "test-other" in tuned.get("tests", {}) and "test-other" in results else "")
         + ". Out of lexicon: the share of the split's running words that the LM text lacks."
     )
+    rtf = tuned.get("tests", {}).get("test-clean", {}).get("lm_search_rtf")
+    export_text = (
+        f"The user's path: `speechpos export` of this run (LM included: {exported['lm'].get('source')}; "
+        f"lm_weight {exported['lm'].get('lm_weight')}, word_score "
+        f"{exported['lm'].get('word_score')}), then `speechpos transcribe --lm` of the {exported['files']} "
+        f"test-clean files on one thread: **WER {exported['WER_lm']}** against the recipe's "
+        f"{test.get('WER_lm', '')} with the same weights; {exported['wall_s']} s for {exported['audio_s']} s "
+        f"of audio (real-time factor {exported['rtf_one_thread']}, model and LM loading included). "
+        f"The beam search alone, at the tuned weights on one thread: real-time factor {rtf} on test-clean."
+    )
     curve_table = markdown_table(
         ["epoch", "steps", "training time (min)", "train audio s/s", "dev WER", "dev CER"],
         [[r["epoch"], r.get("steps", ""), round(r["train_time_s"] / 60, 1),
@@ -215,13 +289,14 @@ def main(argv=None) -> int:
             [("this run", {"setup": setup, "results": results, "lm_tuned_on_dev": tuned}),
              (args.previous_label, previous)]) + f"\n\n{args.previous_label}: {previous['setup']}\n\n"
     text = (
-        f"# From-scratch CTC baseline\n\n{setup}\n\n## Test\n\n{table}\n\n{tuned_text}\n\n{against}"
+        f"# From-scratch CTC baseline\n\n{setup}\n\n## Test\n\n{table}\n\n{tuned_text}\n\n{export_text}\n\n{against}"
         f"## Dev during training\n\n{curve_table}\n\n![WER vs time](ctc_wer_vs_time.png)\n\n"
         f"## test-clean examples (greedy)\n\n{examples}\n\n## Command\n\n```bash\n{command}\n```\n"
     )
     (docs / "ctc_baseline.md").write_text(text)
     (docs / "ctc_baseline.json").write_text(json.dumps(
-        {"setup": setup, "command": command, "results": results, "lm_tuned_on_dev": tuned, "curve": [dict(zip(
+        {"setup": setup, "command": command, "results": results, "lm_tuned_on_dev": tuned,
+         "export_check": exported, "curve": [dict(zip(
             ("train_seconds", "dev_WER", "dev_CER"), c, strict=True)) for c in curve],
          "examples": [dict(zip(("id", "ref", "hyp"), e, strict=True)) for e in pairs],
          **({"previous": previous} if previous else {})}, indent=1))
