@@ -8,7 +8,9 @@ position among the clip's tokens (49 for 1 s with 2-frame patches). DropPos' 1-D
 position smoothing is ``--sigma_start`` (linear to ``sigma_end`` over the epochs); DropPos-style
 anchors (``--anchor_ratio``: that fraction of the context keeps a sinusoidal position signal
 and carries no loss) and relative targets (``--position_target=relative``) are the shared
-pretext's switches (:class:`speechpos.position.PositionPretext`).
+pretext's switches (:class:`speechpos.position.PositionPretext`). ``--unlabelled_csv``: a
+speech manifest (``ID, duration, wav``, e.g. a LibriSpeech preparation's ``train.csv``) whose
+utterances join the clips as unlabelled 1-s crops, a fresh random crop of each at every epoch.
 Validation reports position accuracy and its chance level on the validation list with a
 fixed context per clip.
 
@@ -19,7 +21,7 @@ Usage::
 
 Outputs in ``<output_folder>``: ``train_log.txt``, ``save/CKPT+*/encoder.ckpt`` (what
 ``train.py --pretrained_path`` loads), ``results.json`` (the last validation's position
-metrics, written when training ends).
+metrics and the clips and unlabelled crops of an epoch, written when training ends).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio.batch import PaddedBatch
 
 from speechpos.recipes import die, prepare_keyword_data, start_experiment, user_errors
-from speechpos.speech.data.keyword_data import keyword_datasets
+from speechpos.speech.data.keyword_data import keyword_datasets, speech_crops
 from speechpos.vision.schedule import attach_scheduler
 
 VALID_SEED = 0
@@ -100,7 +103,15 @@ def main(argv: list[str] | None = None) -> KeywordPositionBrain:
     )
     prepare_keyword_data(hparams)
     datasets, _ = keyword_datasets(hparams, splits=("train", "valid"))
-    batch = hparams["train_loader_kwargs"]["batch_size"]
+    train_loader_kwargs = dict(hparams["train_loader_kwargs"])
+    items = {"clips": len(datasets["train"]), "unlabelled_crops": 0}
+    if hparams.get("unlabelled_csv"):
+        datasets["train"].set_output_keys(["id", "sig"])
+        crops = speech_crops(hparams["unlabelled_csv"], hparams["clip_samples"], hparams["sample_rate"])
+        datasets["train"] = torch.utils.data.ConcatDataset([datasets["train"], crops])
+        items["unlabelled_crops"] = len(crops)
+        train_loader_kwargs["collate_fn"] = PaddedBatch  # SpeechBrain's, as for one DynamicItemDataset
+    batch = train_loader_kwargs["batch_size"]
     attach_scheduler(hparams, len(datasets["train"]) // batch)
     brain = KeywordPositionBrain(
         modules=hparams["modules"],
@@ -113,11 +124,12 @@ def main(argv: list[str] | None = None) -> KeywordPositionBrain:
         hparams["epoch_counter"],
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=dict(hparams["train_loader_kwargs"]),
+        train_loader_kwargs=train_loader_kwargs,
         valid_loader_kwargs=dict(hparams["valid_loader_kwargs"]),
     )
     # Written once training is over: its presence marks a finished run (tools/studies/kws_benchmark.py).
-    Path(hparams["output_folder"], "results.json").write_text(json.dumps(brain.last_stats, indent=1))
+    results = {**brain.last_stats, "train_items_per_epoch": items}
+    Path(hparams["output_folder"], "results.json").write_text(json.dumps(results, indent=1))
     return brain
 
 

@@ -16,8 +16,9 @@ Usage::
         --data_folder=data/speech_commands
 
 Outputs in ``<output_folder>``: ``train_log.txt``, ``save/``, ``labels.txt`` (class order),
-``results.json`` (``test_accuracy``, ``valid_accuracy`` in %, the test confusion matrix; with a
-``testing_other_list.txt`` in the data folder also ``test_other_accuracy`` and its confusion).
+``results.json`` (``test_accuracy``, ``valid_accuracy`` in %, the test confusion matrix and its
+keyword accuracy / non-keyword rejection; with a ``testing_other_list.txt`` in the data folder
+also ``test_other_accuracy``, its confusion and scores).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from speechpos.position.checkpoint import load_encoder_state
 from speechpos.recipes import ConfigError, die, prepare_keyword_data, start_experiment, user_errors
-from speechpos.speech.data.keyword_data import keyword_datasets
+from speechpos.speech.data.keyword_data import keyword_datasets, keyword_scores
 from speechpos.speech.keyword_augment import fixed_length, mixup
 from speechpos.speech.keyword_model import class_scores
 from speechpos.vision.schedule import attach_scheduler
@@ -185,9 +186,12 @@ def main(argv: list[str] | None = None) -> KeywordBrain:
         "confusion": brain.scores["test"]["confusion"],
         "parameters": sum(p.numel() for p in hparams["modules"]["encoder"].parameters()),
     }
+    results["test_keyword_scores"] = keyword_scores(results["confusion"], results["labels"])
     if "test_other" in brain.scores:
         results.update(test_other_accuracy=brain.scores["test_other"]["accuracy"],
-                       test_other_confusion=brain.scores["test_other"]["confusion"])
+                       test_other_confusion=brain.scores["test_other"]["confusion"],
+                       test_other_keyword_scores=keyword_scores(brain.scores["test_other"]["confusion"],
+                                                                results["labels"]))
     Path(hparams["output_folder"], "results.json").write_text(json.dumps(results, indent=1))
     return brain
 

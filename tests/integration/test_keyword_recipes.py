@@ -98,6 +98,26 @@ def test_pretraining_with_anchors_learns_positions(tiny_speech_commands, tmp_pat
     assert results["position_error"] < results["chance_position_error"]
 
 
+def test_pretraining_on_clips_and_unlabelled_speech_crops(tiny_speech_commands, tiny_librispeech, tmp_path,
+                                                         single_thread):
+    """Unlabelled speech joins the clips as 1-s crops: more batches an epoch, positions still learnt."""
+    from speechpos.speech.data.librispeech import read_split, write_csv
+
+    speech = tmp_path / "speech.csv"
+    write_csv(read_split(tiny_librispeech / "train-clean-100", progress=False), speech)
+    utterances = len(speech.read_text().splitlines()) - 1
+    load_recipe("pretrain").main([
+        str(RECIPES / "hparams" / "pretrain.yaml"), f"--data_folder={tiny_speech_commands}",
+        f"--output_folder={tmp_path / 'out'}", "--number_of_epochs=6", "--anchor_ratio=1.0",
+        f"--unlabelled_csv={speech}", *TINY])
+    clips = len((tmp_path / "out" / "prep" / "train.csv").read_text().splitlines()) - 1
+    losses = log_values(tmp_path / "out" / "train_log.txt", "train loss")
+    assert losses[-1] < losses[0]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["position_accuracy"] > 1.5 * results["chance_accuracy"]
+    assert results["train_items_per_epoch"] == {"clips": clips, "unlabelled_crops": utterances}
+
+
 def test_pretraining_with_a_gap_and_views_runs_against_its_chance(tiny_speech_commands, tmp_path, single_thread):
     """The shortcut-free switches on keyword clips: every target at least 2 tokens from the
     context, every patch jittered on its own, 7 coarse classes of 7 tokens."""
@@ -136,6 +156,11 @@ def test_augmented_training_learns_and_scores_the_held_out_engine(tiny_speech_co
     assert 0 <= results["test_other_accuracy"] <= 100
     assert np.array(results["test_other_confusion"]).sum() == len(
         (tmp_path / "prep" / "test_other.csv").read_text().splitlines()) - 1
+    # keywords and non-keywords scored apart on both test lists
+    other = results["test_other_keyword_scores"]
+    assert other["keyword_clips"] + other["non_keyword_clips"] <= np.array(results["test_other_confusion"]).sum()
+    assert other["non_keyword_clips"] > 0 and 0 <= other["non_keyword_rejection"] <= 100
+    assert 0 <= results["test_keyword_scores"]["keyword_accuracy"] <= 100
 
 
 def test_a_bare_augmentation_flag_is_refused_before_training(tiny_speech_commands, tmp_path):

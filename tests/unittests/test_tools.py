@@ -361,3 +361,63 @@ def test_gpu_report_takes_the_compiled_ctc_row_wherever_gpu_check_puts_it():
     assert rows[0]["steady speed-up"] == "1.20x"
     with pytest.raises(ValueError, match="no compiled CTC row"):
         report.compiled_ctc_row([pretrain, eager])
+
+
+def test_kws_unlabelled_rows_pretrain_on_the_speech_manifest_and_leave_the_held_out_engine_out(
+        tiny_librispeech, tmp_path):
+    bench = load_tool("kws_benchmark")
+    manifest, hours = bench.unlabelled_manifest(tiny_librispeech, "train-clean-100", tmp_path / "speech.csv", "flite")
+    speakers = {line.split(",")[3] for line in manifest.read_text().splitlines()[1:]}
+    assert speakers == {"100", "102", "103"} and 0 < hours < 0.1  # 101 is the flite voice of the four
+    first, second = bench.plan_runs(bench.PRESETS["full"], [0], tmp_path / "data", tmp_path / "out",
+                                    rows=bench.UNLABELLED_ROWS, unlabelled_csv=manifest)
+    pretrain = {r.out.parent.name: r.args for r in first if r.script.endswith("pretrain.py")}
+    assert set(pretrain) == {"mp3___anchors", "mp3___anchors__clips___unlabelled_speech"}
+    assert f"--unlabelled_csv={manifest}" in pretrain["mp3___anchors__clips___unlabelled_speech"]
+    assert not any(a.startswith("--unlabelled_csv") for a in pretrain["mp3___anchors"])
+    rows = {r.info["row"]: r for r in first + second if "row" in r.info}
+    assert "--mixup_alpha=0.4" not in rows["scratch, PE, all augmentation but mixup"].args
+    assert "--speed_perturb=True" in rows["scratch, PE, all augmentation but mixup"].args
+    with pytest.raises(ValueError, match="needs a speech manifest"):
+        bench.plan_runs(bench.PRESETS["full"], [0], tmp_path / "data", tmp_path / "out", rows=bench.UNLABELLED_ROWS)
+
+
+def test_kws_targets_report_false_alarms_and_the_unlabelled_pretraining_against_scratch():
+    bench = load_tool("kws_benchmark")
+    name = f"{bench.UNLABELLED}, zero-init PE, all augmentation"
+
+    def rows(row, other, rejected, seeds=(0, 1)):
+        return [{"name": row, "seed": s, "test_accuracy": 97.0, "test_other_accuracy": other + s,
+                 "test_other_non_keyword_rejection": rejected} for s in seeds]
+
+    table = [*rows("scratch, PE", 60.0, 85.0), *rows("scratch, PE, + mixup", 62.0, 40.0),
+             *rows("scratch, PE, + noise", 61.0, 82.0), *rows("scratch, PE, all augmentation", 70.0, 45.0),
+             *rows("scratch, PE, all augmentation, 3x epochs", 74.0, 50.0),
+             *rows(name, 72.0, 60.0), *rows(f"{name}, 3x epochs", 80.0, 81.0)]
+    text = "\n".join(bench.augmentation_targets(table))
+    assert ("non-keywords rejected (held-out engine), scratch: no augmentation 85.0 %; + mixup 40.0 %; + noise 82.0 %; "
+            "all augmentation 45.0 %; fewest rejected: scratch, PE, + mixup") in text
+    assert (f"held-out engine: {name} 72.50 ± 0.71 (2 seeds) against scratch, PE, all augmentation 70.50 ± 0.71 "
+            "(2 seeds): +2.00 points (target >= +5 at 3x the epochs), non-keywords rejected 60.0 % "
+            "(target >= 80 %): NOT met") in text
+    assert "+6.00 points (target >= +5 at 3x the epochs), non-keywords rejected 81.0 % (target >= 80 %): met" in text
+
+
+def test_speech_crops_draw_a_new_second_of_each_utterance_and_refuse_another_rate(tmp_path):
+    import soundfile as sf
+
+    from speechpos.speech.data.audio import AudioError
+    from speechpos.speech.data.keyword_data import speech_crops
+
+    long, other = tmp_path / "long.flac", tmp_path / "8k.flac"
+    sf.write(long, np.arange(16000 * 5, dtype=np.float32) / 16000 / 5, 16000)
+    sf.write(other, np.zeros(8000 * 3, dtype=np.float32), 8000)
+    (tmp_path / "speech.csv").write_text(f"ID,duration,wav\na,5.0,{long}\nb,3.0,{other}\n")
+    crops = speech_crops(tmp_path / "speech.csv")
+    torch.manual_seed(0)
+    first, second = crops[0]["sig"], crops[0]["sig"]
+    assert first.shape == (16000,) and not torch.equal(first, second)
+    # one contiguous second of the ramp (16-bit FLAC: steps of 1/32768)
+    assert (first[1:] >= first[:-1]).all() and abs(float(first[-1] - first[0]) - 15999 / 80000) < 1e-3
+    with pytest.raises(AudioError, match=f"{other}: sample rate 8000 Hz, expected 16000 Hz"):
+        crops[1]

@@ -3,7 +3,8 @@
 gives the run's transcripts, then transcribe >= 1,000 files with two corrupt ones among them.
 
 1. ``speechpos export`` of ``--run`` into ``<out>/model``, with the run's own n-gram LM (built
-   from its training transcripts as ``asr_ctc.py --lm_decoding=True`` does; ``--no-lm``: none);
+   as ``asr_ctc.py --lm_decoding=True`` builds it: from the corpus's LM text where there is one,
+   else the training transcripts; ``--no-lm``: none);
 2. parity on test-clean: greedy transcripts of every file through ``SpeechModel`` (the run
    folder) and through ``EncoderASR.from_hparams`` (the exported folder), and the WER of each;
    the LM WER of the recipe's decoder on its own test batches against ``speechpos transcribe

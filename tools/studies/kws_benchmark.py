@@ -50,6 +50,7 @@ from speechpos.experiments.plots import (
     tool_command,
 )
 from speechpos.experiments.runs import Run, run_all, seed_limits
+from speechpos.speech.data.keyword_data import keyword_scores
 from speechpos.speech.data.speech_commands import prepare_speech_commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,7 @@ PRESETS = {
     },
 }
 
+UNLABELLED = "MP3 + anchors, clips + unlabelled speech"
 PRETRAININGS = {
     "MP3": {},
     "DropPos smoothing": {"sigma_start": 1.0, "sigma_end": 0.0},
@@ -82,6 +84,9 @@ PRETRAININGS = {
     # The speech study's best position pretext (coarse spans, docs/pretraining_study.md): the class
     # is one of 7 spans of 7 tokens (140 ms), with anchors.
     "MP3 + anchors, coarse 7": {"anchor_ratio": 1.0, "coarse": 7},
+    # The same pretext on the training clips plus 1-s crops of unlabelled speech of other voices
+    # and texts (--unlabelled-speech; the manifest is filled in when the runs are planned).
+    UNLABELLED: {"anchor_ratio": 1.0, "unlabelled_csv": None},
 }
 
 # Training-time augmentations of the keyword recipes (hparams switches), one ablation row each.
@@ -137,8 +142,27 @@ STRONGER_ROWS = LONGER_ROWS + [
     (f"scratch, PE, KWT-1 shape (12 layers, 1 head), {AUGMENTED}", "kwt.yaml", None,
      {"position_embedding": "learned", **ALL_AUGMENTATION, "model": KWT1_SHAPE}),
 ]
+# --rows unlabelled: does pretraining on more unlabelled speech than labels pay (pretrained on the
+# clips alone and on clips + speech crops, against scratch, all augmentation, at the preset's and
+# LONGER x the epochs), and which augmentation makes the transformer take non-keywords for
+# keywords (each alone, all of them, all but mixup), with keyword accuracy and non-keyword
+# rejection reported apart.
+NO_MIXUP = {k: v for name, aug in AUGMENTATIONS.items() if name != "mixup" for k, v in aug.items()}
+_UNLABELLED_TRAINED = [
+    (f"scratch, PE, {AUGMENTED}", "kwt.yaml", None, {"position_embedding": "learned", **ALL_AUGMENTATION}),
+    (f"MP3 + anchors, zero-init PE, {AUGMENTED}", "kwt.yaml", "MP3 + anchors",
+     {"position_embedding": "learned", **ALL_AUGMENTATION}),
+    (f"{UNLABELLED}, zero-init PE, {AUGMENTED}", "kwt.yaml", UNLABELLED,
+     {"position_embedding": "learned", **ALL_AUGMENTATION}),
+]
+UNLABELLED_ROWS = AUGMENTATION_ROWS[:5] + _UNLABELLED_TRAINED + [
+    ("scratch, PE, all augmentation but mixup", "kwt.yaml", None, {"position_embedding": "learned", **NO_MIXUP}),
+    *[(f"{name}, {LONGER}x epochs", hparams, pre, {**overrides, "epochs_factor": LONGER})
+      for name, hparams, pre, overrides in _UNLABELLED_TRAINED],
+    (f"SpeechBrain x-vector, {AUGMENTED}", "xvector.yaml", None, dict(ALL_AUGMENTATION)),
+]
 ROW_SETS = {"position": ROWS, "augmentation": AUGMENTATION_ROWS, "longer": LONGER_ROWS,
-            "stronger": STRONGER_ROWS}
+            "stronger": STRONGER_ROWS, "unlabelled": UNLABELLED_ROWS}
 POSITION_ROWS = [name for name, _, pre, _ in ROWS if pre]
 
 
@@ -152,10 +176,12 @@ def slug(name: str) -> str:
 
 
 def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path,
-              limits: dict[str, list[int]] | None = None, rows=ROWS) -> tuple[list[Run], list[Run]]:
+              limits: dict[str, list[int]] | None = None, rows=ROWS,
+              unlabelled_csv: Path | None = None) -> tuple[list[Run], list[Run]]:
     """(first phase: pretrainings and rows that need none; second phase: fine-tunes);
     ``limits`` maps a pretraining to the only seeds it (and the rows from it) runs with; only
-    the pretrainings that ``rows`` fine-tune from are run."""
+    the pretrainings that ``rows`` fine-tune from are run; ``unlabelled_csv`` is the speech
+    manifest of the pretraining on unlabelled speech."""
     limits = limits or {}
     common = {"data_folder": data, "prep_folder": out / "prep", "skip_prep": True,
               "noprogressbar": True, "num_workers": 0}
@@ -166,6 +192,10 @@ def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path,
             if pre not in used or seed not in limits.get(pre, [seed]):
                 continue
             args = {**common, **preset["model"], **preset["pretrain"], **overrides, "seed": seed}
+            if "unlabelled_csv" in args:
+                if unlabelled_csv is None:
+                    raise ValueError(f"{pre}: needs a speech manifest (unlabelled_csv)")
+                args["unlabelled_csv"] = unlabelled_csv
             first.append(_run(f"pretrain {pre} {seed}", "pretrain.py", "pretrain.yaml", args,
                               out / "pretrain" / slug(pre) / str(seed), {"seed": seed}))
         for name, hparams, pre, overrides in rows:
@@ -186,6 +216,27 @@ def plan_runs(preset: dict, seeds: list[int], data: Path, out: Path,
                        {"row": name, "seed": seed, "pretraining": pre})
             (second if pre else first).append(run)
     return first, second
+
+
+def unlabelled_manifest(corpus: Path, split: str, path: Path, held_out_engine: str | None = None) -> tuple[Path, float]:
+    """(manifest, hours): the utterances of ``corpus/split`` (LibriSpeech layout; transcripts not
+    used) as a SpeechBrain CSV, without the speakers whose voice comes from the held-out engine
+    (the ``engine/voice/...`` column of ``SPEAKERS.TXT`` that ``tools/data/make_corpus.py``
+    writes; a real LibriSpeech has none, and nothing is left out)."""
+    from speechpos.speech.data.librispeech import read_csv, read_split, write_csv
+
+    if not path.is_file():
+        rows = read_split(corpus / split, progress=False)
+        excluded = set()
+        speakers = corpus / "SPEAKERS.TXT"
+        if held_out_engine and speakers.is_file():
+            for line in speakers.read_text().splitlines():
+                parts = [x.strip() for x in line.split("|")]
+                if not line.startswith(";") and len(parts) >= 4 and parts[3].split("/")[0] == held_out_engine:
+                    excluded.add(parts[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_csv([r for r in rows if r.spk_id not in excluded], path)
+    return path, sum(r.duration for r in read_csv(path)) / 3600
 
 
 def _run(name, script, hparams, args, folder, info) -> Run:
@@ -209,6 +260,11 @@ def collect(runs: list[Run]) -> list[dict]:
                "wall_s": run_seconds(run.out), "parameters": res.get("parameters")}
         if "test_other_accuracy" in res:
             row["test_other_accuracy"] = res["test_other_accuracy"]
+        for split, confusion in (("test", "confusion"), ("test_other", "test_other_confusion")):
+            if confusion in res:
+                scores = keyword_scores(res[confusion], res["labels"])
+                row[f"{split}_keyword_accuracy"] = scores["keyword_accuracy"]
+                row[f"{split}_non_keyword_rejection"] = scores["non_keyword_rejection"]
         if run.info["pretraining"]:
             pre = json.loads((Path(res_path(run)) / "results.json").read_text())
             row["pretraining"] = run.info["pretraining"]
@@ -348,6 +404,26 @@ def augmentation_targets(rows: list[dict]) -> list[str]:
                        f"more than its seed std {sd:.2f}")
     if not any("loses" in line for line in out):
         out.append("- in distribution: no augmented row loses more than its seed std to its row without augmentation")
+    split = "test_other" if any("test_other_accuracy" in r for r in rows) else "test"
+    rejection, where = f"{split}_non_keyword_rejection", "held-out engine" if split == "test_other" else "test"
+    alone = [n for n in names if n == "scratch, PE" or n.startswith("scratch, PE, + ")
+             or n in (f"scratch, PE, {AUGMENTED}", "scratch, PE, all augmentation but mixup")]
+    alone = [n for n in alone if stats(n, rejection)]
+    if len(alone) > 1:
+        worst = min(alone, key=lambda n: stats(n, rejection)[0])
+        out.append(f"- non-keywords rejected ({where}), scratch: "
+                   + "; ".join(f"{n.removeprefix('scratch, PE').lstrip(', ') or 'no augmentation'} "
+                               f"{stats(n, rejection)[0]:.1f} %" for n in alone)
+                   + f"; fewest rejected: {worst}")
+    for factor in ("", f", {LONGER}x epochs"):
+        name, peer = f"{UNLABELLED}, zero-init PE, {AUGMENTED}{factor}", f"scratch, PE, {AUGMENTED}{factor}"
+        key = f"{split}_accuracy" if split == "test_other" else "test_accuracy"
+        a, b, rej = stats(name, key), stats(peer, key), stats(name, rejection)
+        if a and b and rej:
+            ok = a[0] - b[0] >= 5 and rej[0] >= 80
+            out.append(f"- {where}{factor}: {name} {show(a)} against {peer} {show(b)}: "
+                       f"{a[0] - b[0]:+.2f} points (target >= +5 at {LONGER}x the epochs), non-keywords rejected "
+                       f"{rej[0]:.1f} % (target >= 80 %): {mark(ok)}")
     return out
 
 
@@ -356,6 +432,8 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
     """<name>.md / .json and kws_confusion.png (kws_results: the rows of ``row_set``)."""
     docs.mkdir(parents=True, exist_ok=True)
     other = any("test_other_accuracy" in r for r in rows)
+    split = "test_other" if other else "test"
+    scored = any(f"{split}_non_keyword_rejection" in r for r in rows)
     table = []
     for row, *_ in row_set:
         mine = [r for r in rows if r["name"] == row]
@@ -364,7 +442,10 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
         held = [fmt([r["test_other_accuracy"] for r in mine if "test_other_accuracy" in r])] if other else []
         size = [f"{mine[0]['parameters'] / 1e3:.0f} k" if mine and mine[0].get("parameters") else "-",
                 fmt([r["wall_s"] / 60 for r in mine if r.get("wall_s")])]
-        table.append([row, fmt([r["test_accuracy"] for r in mine]), *held, fmt([r["valid_accuracy"] for r in mine]),
+        apart = [fmt([r[f"{split}_{key}"] for r in mine if r.get(f"{split}_{key}") is not None])
+                 for key in ("keyword_accuracy", "non_keyword_rejection")] if scored else []
+        table.append([row, fmt([r["test_accuracy"] for r in mine]), *held, *apart,
+                      fmt([r["valid_accuracy"] for r in mine]),
                       fmt(pos), fmt(chance), *size, len(mine)])
     position_rows = [n for n, _, pre, _ in row_set if pre]
     best = max(position_rows, key=lambda n: mean_of(rows, n) or -1.0)
@@ -379,13 +460,19 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
             confusion = np.sum([np.array(r["_confusion_other"]) for r in best_rows], axis=0)
             plot_class_confusion(confusion, best_rows[0]["_labels"], docs / held_out_png,
                                  title=f"{best}: held-out engine, {len(best_rows)} seed(s)")
+    where = "held-out engine" if other else "test"
     headers = ["model", "test accuracy % (mean ± sample std)", *(["held-out engine test %"] if other else []),
+               *([f"{where}: keywords right %", f"{where}: non-keywords rejected %"] if scored else []),
                "valid accuracy %",
                "pretext dev position acc. %", "chance %", "encoder parameters", "training min (1 thread; pretrained rows: fine-tuning only)", "seeds"]
     checks = targets(rows) if row_set is ROWS else augmentation_targets(rows)
     text = "\n".join([
         "# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)",
-        "", setup, "", markdown_table(headers, table), "", "Checks on the means (± is the sample std over "
+        "", setup, "", markdown_table(headers, table), "",
+        *([f"Keywords right: the {where} keyword clips given their keyword; non-keywords rejected: its "
+           "`_unknown_` clips called `_unknown_` or `_silence_`, not taken for a keyword (the rest are false "
+           "alarms).", ""] if scored else []),
+        "Checks on the means (± is the sample std over "
         "seeds):", "", *checks, "",
         f"Confusion matrix of the best position-prediction row: `{confusion_png}` ({best})"
         + (f"; on the held-out engine: `{held_out_png}`." if other else "."), "",
@@ -417,7 +504,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="position: the position-prediction rows; augmentation: what each training "
                              "augmentation buys, then all of them for scratch, the pretrained rows and the x-vector; "
                              f"longer: scratch, MP3 + anchors and the x-vector with all augmentation for {LONGER}x "
-                             "the epochs; stronger: the longer rows and a transformer of KWT-1's shape")
+                             "the epochs; stronger: the longer rows and a transformer of KWT-1's shape; "
+                             "unlabelled: pretraining on clips + unlabelled speech against clips alone and "
+                             "scratch, and which augmentation causes false alarms")
+    parser.add_argument("--unlabelled-speech", default=str(ROOT / "data" / "LibriSpeech-bench"),
+                        help="--rows unlabelled: a LibriSpeech-layout corpus whose --unlabelled-split utterances "
+                             "(voices of the held-out engine left out) are cropped to 1 s for pretraining")
+    parser.add_argument("--unlabelled-split", default="train-clean-100")
     parser.add_argument("--report", default="kws_results", help="name of the <docs>/<report>.{md,json}")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the report from the runs already finished (the others are "
@@ -447,7 +540,15 @@ def main(argv: list[str] | None = None) -> None:
         make_kws_corpus(data, preset["corpus"], args.corpus_seed, jobs=args.jobs, held_out_engine=args.held_out_engine)
     prepare_speech_commands(data, out / "prep", task="12")
     row_set = ROW_SETS[args.rows]
-    first, second = plan_runs(preset, seeds, data, out, limits, row_set)
+    speech = None
+    if any(pre == UNLABELLED for _, _, pre, _ in row_set):
+        corpus = Path(args.unlabelled_speech).resolve()
+        if not (corpus / args.unlabelled_split).is_dir():
+            parser.error(f"{corpus / args.unlabelled_split}: no such split folder (make one with "
+                         "tools/data/make_corpus.py --size bench, or name a LibriSpeech root with --unlabelled-speech)")
+        speech, hours = unlabelled_manifest(corpus, args.unlabelled_split, out / "prep" / "unlabelled_speech.csv",
+                                            args.held_out_engine)
+    first, second = plan_runs(preset, seeds, data, out, limits, row_set, speech)
     not_run = []
     if args.report_only:
         not_run = [r.name for r in first + second if not r.done]
@@ -468,6 +569,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.rows in ("augmentation", "longer", "stronger"):
         setup += (f" Augmentations (hparams overrides): {AUGMENTATIONS}; `{AUGMENTED}` is all of them; every row also "
                   "has the recipe's ±100 ms time shift (and the KWT its time masks).")
+    if speech is not None:
+        setup += (f" `{UNLABELLED}`: pretrained on the training clips and one random 1-s crop per epoch of each of "
+                  f"the {args.unlabelled_split} utterances of {Path(args.unlabelled_speech).name} ({hours:.1f} h"
+                  + (f", {args.held_out_engine} voices left out" if args.held_out_engine else "") + "), no labels.")
     if args.held_out_engine:
         setup += (f" Held-out engine: every {args.held_out_engine} voice is kept out of training, validation and "
                   "the in-distribution test list; `held-out engine test` scores them.")
