@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from speechpos.experiments.plots import read_train_log
+from speechpos.experiments.plots import read_train_log, repo_relative
 from speechpos.experiments.runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,8 @@ def test_baseline_tool_trains_tests_and_writes_its_report(tiny_librispeech, tmp_
     other = report["results"]["test-other"]
     assert 0 <= other["WER"] and 0 <= other["WER_lm"] and "| test-other |" in text
     assert set(tuned["tests"]) == {"test-clean", "test-other"}
-    assert test["lm"]["text"] == f"lm_text {tiny_librispeech / 'librispeech-lm-norm.txt'}"
+    assert test["lm"]["text"] == repo_relative(f"lm_text {tiny_librispeech / 'librispeech-lm-norm.txt'}")
+    assert str(tiny_librispeech) not in text and str(tmp_path) not in (docs / "ctc_baseline.json").read_text()
     assert f"{test['lm']['words']} words" in text and 0 <= test["lm_out_of_lexicon"]["percent"] < 100
     assert (docs / "ctc_wer_vs_time.png").stat().st_size > 10_000
     # the user's path: the exported folder with its LM through `speechpos transcribe --lm`

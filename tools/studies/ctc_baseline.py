@@ -46,6 +46,7 @@ from speechpos.experiments.plots import (  # noqa: E402
     markdown_table,
     plot_quality_vs_time,
     read_train_log,
+    repo_relative,
     tool_command,
 )
 from speechpos.experiments.runs import Run, cpu_name, made_corpus, run_all  # noqa: E402
@@ -293,13 +294,15 @@ def main(argv=None) -> int:
         f"## Dev during training\n\n{curve_table}\n\n![WER vs time](ctc_wer_vs_time.png)\n\n"
         f"## test-clean examples (greedy)\n\n{examples}\n\n## Command\n\n```bash\n{command}\n```\n"
     )
+    # a report names files relative to the repository (or by their last folder), never where one machine kept them
+    text = repo_relative(text)
     (docs / "ctc_baseline.md").write_text(text)
-    (docs / "ctc_baseline.json").write_text(json.dumps(
+    (docs / "ctc_baseline.json").write_text(repo_relative(json.dumps(
         {"setup": setup, "command": command, "results": results, "lm_tuned_on_dev": tuned,
          "export_check": exported, "curve": [dict(zip(
             ("train_seconds", "dev_WER", "dev_CER"), c, strict=True)) for c in curve],
          "examples": [dict(zip(("id", "ref", "hyp"), e, strict=True)) for e in pairs],
-         **({"previous": previous} if previous else {})}, indent=1))
+         **({"previous": previous} if previous else {})}, indent=1)))
     print(text)
     return 0
 
