@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,8 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 
+from speechpos.experiments.plots import repo_relative  # noqa: E402
+from speechpos.experiments.runs import cpu_name  # noqa: E402
 from speechpos.inference import RunError, SpeechModel  # noqa: E402
 from speechpos.recipes import user_errors  # noqa: E402
 from speechpos.speech.ctc import greedy_decode  # noqa: E402
@@ -269,7 +270,7 @@ def write_docs(docs: Path, args, argv, source, sentences, oov, greedy, results, 
                       "dev CER", "real-time factor", *[f"{s} WER / CER" for s in splits]], rows)
     greedy_test = {s: results[0]["test"][s] for s in splits}
     setup = (f"`python tools/studies/tune_lm.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
-             f"{platform.processor() or platform.machine()}, one thread; dev `{Path(dev_csv).name}`; LM text "
+             f"{cpu_name()}, one thread; dev `{Path(dev_csv).name}`; LM text "
              f"{source} ({sum(len(s.split()) for s in sentences)} words). Real-time factor: decoding "
              "seconds per audio second (LM loading excluded).")
     text = (f"# LM decoding tuned on dev\n\n{setup}\n\n"
@@ -278,10 +279,11 @@ def write_docs(docs: Path, args, argv, source, sentences, oov, greedy, results, 
             + ".\n\nOut-of-lexicon rate (running words the LM text lacks): "
             + ", ".join(f"{k} {v['percent']} %" for k, v in oov.items()) + ".\n\n" + table + "\n")
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "lm_tuning.md").write_text(text)
-    (docs / "lm_tuning.json").write_text(json.dumps(
+    # files named relative to the repository (or by their last folder), never where one machine kept them
+    (docs / "lm_tuning.md").write_text(repo_relative(text))
+    (docs / "lm_tuning.json").write_text(repo_relative(json.dumps(
         {"setup": setup, "greedy_dev": {"WER": round(greedy[0], 2), "CER": round(greedy[1], 2)},
-         "out_of_lexicon": oov, "lms": results}, indent=1))
+         "out_of_lexicon": oov, "lms": results}, indent=1)))
 
 
 if __name__ == "__main__":
