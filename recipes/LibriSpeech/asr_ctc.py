@@ -61,7 +61,7 @@ from speechpos.speech.data.audio import min_samples_for_patch
 from speechpos.speech.data.corruptions import make_corruptions
 from speechpos.speech.data.dataio import audio_dataset
 from speechpos.speech.encoder import set_convolution_mode
-from speechpos.speech.lm import out_of_lexicon
+from speechpos.speech.lm import MAX_ORDER, out_of_lexicon
 from speechpos.speech.lm_decoding import (
     LMDecoder,
     build_char_lm,
@@ -288,8 +288,10 @@ def make_lm_decoder(hparams, tokenizer):
             f"ending with the space), got token_type: {hparams['token_type']!r}"
         )
     order = hparams["lm_char_order"] if hparams["lm_lexicon_free"] else hparams["lm_order"]
-    if not isinstance(order, int) or order < 1:
-        raise ConfigError(f"lm_order must be a positive integer, got {order!r}")
+    key = "lm_char_order" if hparams["lm_lexicon_free"] else "lm_order"
+    if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+        raise ConfigError(f"{key} must be an integer from 1 to {MAX_ORDER} (the decoder's KenLM reads no "
+                          f"longer n-grams), got {order!r}")
     if not isinstance(hparams["lm_prune"], int) or hparams["lm_prune"] < 0:
         raise ConfigError(f"lm_prune must be an integer >= 0, got {hparams['lm_prune']!r}")
     sentences, source = lm_sentences(default_lm_text(hparams["lm_text"], hparams["data_folder"]),

@@ -222,10 +222,25 @@ def _discounted(adjusted: dict, d: tuple[float, float, float]) -> tuple[dict, di
     return p, {ctx: left[ctx] / totals[ctx] for ctx in totals}
 
 
+# torchaudio's CTC decoder reads ARPA files with a KenLM compiled for n-grams up to this order.
+MAX_ORDER = 6
+
+
 def write_arpa(sentences: Iterable[str], out, order: int = 3, prune: int = 0) -> None:
     """Write the interpolated modified Kneser-Ney model of ``sentences`` (one per item,
     words separated by spaces) in ARPA format to ``out`` (a path or a text stream); ``prune``
-    as in :func:`kneser_ney`."""
+    as in :func:`kneser_ney`. An order above :data:`MAX_ORDER` is refused before any work (the
+    decoder could not load the file).
+
+    >>> import io
+    >>> try:
+    ...     write_arpa(["A B"], io.StringIO(), order=8)
+    ... except LMTextError as err:
+    ...     print(err)
+    n-gram order 8: the CTC decoder (torchaudio's KenLM) reads orders 1 to 6
+    """
+    if not 1 <= order <= MAX_ORDER:
+        raise LMTextError(f"n-gram order {order}: the CTC decoder (torchaudio's KenLM) reads orders 1 to {MAX_ORDER}")
     if isinstance(out, str | bytes) or hasattr(out, "__fspath__"):
         with open(out, "w", encoding="utf-8") as f:
             write_arpa(sentences, f, order, prune)

@@ -109,7 +109,11 @@ def test_lm_text_with_test_sentences_is_used_with_a_loud_warning(tiny_librispeec
     "overrides, message",
     [
         (["--lm_text=/no/such/lm.txt"], "error: lm_text /no/such/lm.txt does not exist"),
-        (["--lm_order=0"], "error: lm_order must be a positive integer, got 0"),
+        (["--lm_order=0"], "error: lm_order must be an integer from 1 to 6 (the decoder's KenLM reads no "
+         "longer n-grams), got 0"),
+        # the character LM of lexicon-free decoding once defaulted to 8 and crashed the decoder's KenLM
+        (["--lm_lexicon_free=True", "--lm_char_order=8"], "error: lm_char_order must be an integer from 1 to 6 "
+         "(the decoder's KenLM reads no longer n-grams), got 8"),
         (["--token_type=sentencepiece"], "error: lm_decoding: True needs token_type: char (the "
          "lexicon spells words in characters ending with the space), got token_type: 'sentencepiece'"),
     ],

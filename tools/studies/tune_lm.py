@@ -17,7 +17,7 @@ Usage::
 
     .venv/bin/python tools/studies/tune_lm.py results/ctc/conformer/1234 [--csv <prep>/dev-clean.csv]
         [--lm_weights 0.5 1 2 3 4] [--word_scores -2 -1 -0.5 0 1] [--beam_sizes 10 25 50 100]
-        [--orders 3 4] [--prune 0 1] [--lexicon-free --char-orders 8] [--test] [--docs docs]
+        [--orders 3 4] [--prune 0 1] [--lexicon-free --char-orders 6] [--test] [--docs docs]
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--prune", type=int, nargs="+", default=[0],
                    help="count cut-offs: n-grams (order >= 2) seen at most this often are dropped")
     p.add_argument("--lexicon-free", action="store_true", help="also a character LM, lexicon-free")
-    p.add_argument("--char-orders", type=int, nargs="+", default=[8])
+    p.add_argument("--char-orders", type=int, nargs="+", default=[6])
     p.add_argument("--test", action="store_true", help="score each LM's best setting on the test splits")
     p.add_argument("--docs", help="write lm_tuning.md and .json here")
     p.add_argument("--batch_size", type=int, default=8)
