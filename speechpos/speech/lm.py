@@ -239,7 +239,7 @@ def write_arpa(sentences: Iterable[str], out, order: int = 3, prune: int = 0) ->
     ...     print(err)
     n-gram order 8: the CTC decoder (torchaudio's KenLM) reads orders 1 to 6
     """
-    if not 1 <= order <= MAX_ORDER:
+    if order > MAX_ORDER:
         raise LMTextError(f"n-gram order {order}: the CTC decoder (torchaudio's KenLM) reads orders 1 to {MAX_ORDER}")
     if isinstance(out, str | bytes) or hasattr(out, "__fspath__"):
         with open(out, "w", encoding="utf-8") as f:

@@ -299,5 +299,5 @@ def test_kws_benchmark_refuses_an_unknown_limit_before_making_the_corpus(tmp_pat
     )
     assert proc.returncode == 2
     assert ("--limit wants NAME=SEEDS with NAME one of ['MP3', 'DropPos smoothing', 'MP3 + anchors', "
-            "'MP3 + anchors, coarse 7'], got 'MP4=0'") in proc.stderr
+            "'MP3 + anchors, coarse 7', 'MP3 + anchors, clips + unlabelled speech'], got 'MP4=0'") in proc.stderr
     assert not (tmp_path / "corpus").exists()
