@@ -17,6 +17,8 @@
     python tools/run_demo.py                 # ~15 min on 2 CPU cores
     python tools/run_demo.py --no-pe         # also the MP3 row fine-tuned without position embedding
     python tools/run_demo.py --quick         # tiny corpus and model, ~2 min: checks the plumbing
+    python tools/run_demo.py --docs docs     # also docs/demo.md and .json: the table, each phase's
+                                             # wall time and the machine that measured it
 
 Finished runs are kept: a rerun resumes where it stopped.
 """
@@ -25,14 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from speechpos.experiments.plots import example_pairs, last_valid, markdown_table  # noqa: E402
-from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, run_all  # noqa: E402
+from speechpos.experiments.plots import example_pairs, last_valid, markdown_table, repo_relative, tool_command  # noqa: E402
+from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, cpu_name, run_all  # noqa: E402
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
 
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--ctc-steps", type=int, default=None, help="optimizer steps of every CTC run")
     p.add_argument("--examples", type=int, default=4, help="reference/hypothesis pairs printed")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    p.add_argument("--docs", help="also write demo.md and demo.json here (phase wall times, CPU model)")
     args = p.parse_args(argv)
 
     from speechpos.experiments.runs import make_or_use_corpus
@@ -91,9 +95,12 @@ def main(argv=None) -> int:
     common = [f"--data_folder={corpus}", f"--seed={args.seed}", *model]
 
     t0 = time.time()
+    load_at_start = os.getloadavg()[0]
+    corpus_made_here = not (corpus / "corpus.json").is_file()
     print(f"[1/3] corpus ({size}) -> {corpus}", flush=True)
     make_or_use_corpus(corpus, size, args.seed, 2)
-    print(f"      {time.time() - t0:.0f} s", flush=True)
+    corpus_seconds = time.time() - t0
+    print(f"      {corpus_seconds:.0f} s", flush=True)
 
     pp_out = out / "pretrain"
     ctc_common = [*common, f"--number_of_steps={steps}", "--lm_decoding=True"]
@@ -127,7 +134,9 @@ def main(argv=None) -> int:
     # fine-tuning of the pretrained encoder(s) as soon as pretraining is done.
     print(f"[2/3] position-prediction pretraining ({minutes:g} min) beside CTC from scratch "
           f"({steps} steps); then CTC from the pretrained encoder ({steps} steps)", flush=True)
+    t_runs = time.time()
     run_all(runs, jobs=args.jobs, threads=1, logs=out)
+    runs_seconds = time.time() - t_runs
 
     results = []
     for name, encoder_desc, pretraining, pe, _, _ in rows:
@@ -151,7 +160,32 @@ def main(argv=None) -> int:
     )
     (out / "results.md").write_text(text)
     print("[3/3] results\n\n" + text + f"written to {out / 'results.md'}")
+    if args.docs:
+        phases = {"corpus_seconds": round(corpus_seconds), "corpus_made_here": corpus_made_here,
+                  "training_and_evaluation_seconds": round(runs_seconds),
+                  "total_seconds": round(time.time() - t0)}
+        write_docs(Path(args.docs), text, phases, load_at_start, tool_command(__file__, sys.argv[1:] if argv is None else argv),
+                   results)
     return 0
+
+
+def write_docs(docs: Path, text: str, phases: dict, load_at_start: float, command: str, results: list) -> None:
+    """demo.md and demo.json: the demo's table and examples, each phase's wall time, the machine."""
+    machine = (f"{cpu_name()}, {os.cpu_count()} cores, load average {load_at_start:.2f} at the start; "
+               "`make setup` (the install) not counted")
+    made = "made here" if phases["corpus_made_here"] else "already there, reused"
+    timing = markdown_table(
+        ["phase", "wall s", "wall min"],
+        [[f"corpus ({made})", phases["corpus_seconds"], round(phases["corpus_seconds"] / 60, 1)],
+         ["pretraining, CTC runs, evaluation", phases["training_and_evaluation_seconds"],
+          round(phases["training_and_evaluation_seconds"] / 60, 1)],
+         ["total", phases["total_seconds"], round(phases["total_seconds"] / 60, 1)]])
+    body = (f"# The demo (`make demo`) on one machine\n\n{machine}.\n\n## Wall time\n\n{timing}\n\n"
+            f"## Results\n\n{text}\n## Command\n\n```bash\n{command}\n```\n")
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "demo.md").write_text(repo_relative(body))
+    (docs / "demo.json").write_text(repo_relative(json.dumps(
+        {"machine": machine, "command": command, "phases": phases, "rows": results}, indent=1)))
 
 
 if __name__ == "__main__":
