@@ -34,8 +34,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from speechpos.experiments.plots import example_pairs, last_valid, markdown_table, repo_relative, tool_command  # noqa: E402
-from speechpos.experiments.runs import ANCHORS_PRETEXT, CONFORMER_BODY, Run, as_args, cpu_name, run_all  # noqa: E402
+from speechpos.experiments.plots import (  # noqa: E402
+    example_pairs,
+    last_valid,
+    markdown_table,
+    repo_relative,
+    tool_command,
+)
+from speechpos.experiments.runs import (  # noqa: E402
+    ANCHORS_PRETEXT,
+    CONFORMER_BODY,
+    Run,
+    as_args,
+    cpu_name,
+    run_all,
+)
 
 QUICK_MODEL = ["--num_layers=2", "--d_model=64", "--nhead=4", "--d_ffn=128"]
 

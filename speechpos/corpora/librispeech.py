@@ -503,10 +503,35 @@ def _speaker_lines(chapters: Sequence[Chapter], durations: Mapping[str, float]) 
             for spk in sorted(voices)]
 
 
+def read_speakers(corpus: Path) -> dict[str, dict[str, str]]:
+    """The ``SPEAKERS.TXT`` that :func:`make_corpus` writes, as {speaker id: {"split", "engine",
+    "voice"}} (``voice`` the whole ``engine/voice/semitones/speed`` field); {} for a corpus
+    whose file is not of that kind (the real LibriSpeech's has other columns) or that has none.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "SPEAKERS.TXT").write_text(SPEAKERS_HEADER[1] + "\\n7   | test-other      |   1.50| flite/slt/+0/1.00\\n")
+    >>> read_speakers(d)["7"]
+    {'split': 'test-other', 'engine': 'flite', 'voice': 'flite/slt/+0/1.00'}
+    """
+    path = Path(corpus) / "SPEAKERS.TXT"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if SPEAKERS_HEADER[1] not in lines:
+        return {}
+    speakers = {}
+    for line in lines:
+        parts = [x.strip() for x in line.split("|")]
+        if not line.startswith(";") and len(parts) == 4:
+            speakers[parts[0]] = {"split": parts[1], "engine": parts[3].split("/")[0], "voice": parts[3]}
+    return speakers
+
+
+SPEAKERS_HEADER = ("; Synthetic speakers of the offline corpus (tools/data/make_corpus.py)",
+                   "; ID |SUBSET           |MINUTES| VOICE (engine/voice/semitones/speed)")
+
+
 def _write_speakers(out: Path, chapters: Sequence[Chapter], durations: Mapping[str, float]):
-    lines = ["; Synthetic speakers of the offline corpus (tools/data/make_corpus.py)",
-             "; ID |SUBSET           |MINUTES| VOICE (engine/voice/semitones/speed)"]
-    (out / "SPEAKERS.TXT").write_text("\n".join(lines + _speaker_lines(chapters, durations)) + "\n")
+    (out / "SPEAKERS.TXT").write_text("\n".join([*SPEAKERS_HEADER] + _speaker_lines(chapters, durations)) + "\n")
 
 
 def _render(out: Path, chapters: Sequence[Chapter], jobs: int, desc: str, progress: bool) -> dict[str, float]:

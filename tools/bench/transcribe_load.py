@@ -107,12 +107,9 @@ def parity(run: Path, model_dir: Path, corpus: Path, savedir: Path, lm: bool, bi
 
     from speechpos.inference import SpeechModel
     from speechpos.inference.transcribe import transcribe_files
+    from speechpos.speech.data.librispeech import split_references
 
-    refs = {}
-    for trans in sorted((corpus / "test-clean").rglob("*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            utt, text = line.split(" ", 1)
-            refs[str(trans.parent / f"{utt}.flac")] = text
+    refs = split_references(corpus / "test-clean")
     ours_model = SpeechModel.from_run(run)
     asr = EncoderASR.from_hparams(source=str(model_dir), savedir=str(savedir))
     files = sorted(refs)

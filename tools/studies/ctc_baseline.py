@@ -51,6 +51,7 @@ from speechpos.experiments.plots import (  # noqa: E402
 )
 from speechpos.experiments.runs import Run, cpu_name, made_corpus, run_all  # noqa: E402
 from speechpos.inference.asr import EXPORT_MARKER  # noqa: E402
+from speechpos.speech.data.librispeech import split_references  # noqa: E402
 
 
 def load_tool(name: str):
@@ -111,16 +112,6 @@ def single_thread():
         torch.set_num_threads(before)
 
 
-def test_clean_references(corpus: Path) -> dict[str, str]:
-    """{flac path: transcript} of the corpus's test-clean (LibriSpeech's ``*.trans.txt``)."""
-    refs = {}
-    for trans in sorted((corpus / "test-clean").rglob("*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            utt, text = line.split(" ", 1)
-            refs[str(trans.parent / f"{utt}.flac")] = text
-    return refs
-
-
 def export_check(run: Path, out: Path, corpus: Path) -> dict:
     """What a user gets: ``speechpos export`` of the run (its LM included, as by default), then
     ``speechpos transcribe --lm`` of every test-clean file on one thread, scored against the
@@ -133,7 +124,7 @@ def export_check(run: Path, out: Path, corpus: Path) -> dict:
     model_dir, listing, hyps = out / "export", out / "test-clean.list", out / "test-clean_lm.jsonl"
     cli = [sys.executable, "-m", "speechpos.cli"]
     subprocess.run([*cli, "export", str(run), str(model_dir)], check=True)
-    refs = test_clean_references(corpus)
+    refs = split_references(corpus / "test-clean")
     listing.write_text("".join(f"{f}\n" for f in refs))
     hyps.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -141,9 +132,10 @@ def export_check(run: Path, out: Path, corpus: Path) -> dict:
     subprocess.run([*cli, "transcribe", str(model_dir), "--lm", "--list", str(listing), "--format",
                     "jsonl", "--output", str(hyps), "--no-progress"], check=True, env=env)
     seconds = time.perf_counter() - start
-    text = {r["path"]: r["text"] for r in map(json.loads, hyps.read_text().splitlines())}
+    records = [json.loads(line) for line in hyps.read_text().splitlines()]
+    text = {r["path"]: r["text"] for r in records}
     files = list(refs)
-    audio = sum(float(r["seconds"]) for r in map(json.loads, hyps.read_text().splitlines()))
+    audio = sum(float(r["seconds"]) for r in records)
     lm = json.loads((model_dir / EXPORT_MARKER).read_text())["lm"] or {}
     result = {"files": len(files), "WER_lm": round(100 * jiwer.wer([refs[f] for f in files],
                                                                     [text.get(f, "") for f in files]), 2),

@@ -223,17 +223,12 @@ def unlabelled_manifest(corpus: Path, split: str, path: Path, held_out_engine: s
     used) as a SpeechBrain CSV, without the speakers whose voice comes from the held-out engine
     (the ``engine/voice/...`` column of ``SPEAKERS.TXT`` that ``tools/data/make_corpus.py``
     writes; a real LibriSpeech has none, and nothing is left out)."""
+    from speechpos.corpora.librispeech import read_speakers
     from speechpos.speech.data.librispeech import read_csv, read_split, write_csv
 
     if not path.is_file():
         rows = read_split(corpus / split, progress=False)
-        excluded = set()
-        speakers = corpus / "SPEAKERS.TXT"
-        if held_out_engine and speakers.is_file():
-            for line in speakers.read_text().splitlines():
-                parts = [x.strip() for x in line.split("|")]
-                if not line.startswith(";") and len(parts) >= 4 and parts[3].split("/")[0] == held_out_engine:
-                    excluded.add(parts[0])
+        excluded = {spk for spk, v in read_speakers(corpus).items() if held_out_engine and v["engine"] == held_out_engine}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_csv([r for r in rows if r.spk_id not in excluded], path)
     return path, sum(r.duration for r in read_csv(path)) / 3600

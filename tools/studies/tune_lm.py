@@ -7,7 +7,8 @@ for reference), the best setting, the out-of-lexicon rate of dev and of every te
 share of running words that the lexicon lacks: a lexicon decoder gets each of them wrong), and
 the decoding real-time factor (decoding seconds per audio second, one thread, LM loading
 excluded) beside each WER. With ``--test`` each LM's best setting is also scored on the run's
-test splits. With ``--docs DIR`` the tables go to ``DIR/lm_tuning.md`` and ``.json``.
+test splits. With ``--docs DIR`` the tables go to ``DIR/lm_tuning.md`` and ``.json`` (``--report``
+names other files, e.g. for a lexicon-free comparison beside the main tuning).
 
 The LM text is ``--lm-text`` if given, else the run's ``lm_text``, else the corpus's LM text
 (``<data_folder>/librispeech-lm-norm.txt``), else the run's training transcripts: as
@@ -179,7 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--lexicon-free", action="store_true", help="also a character LM, lexicon-free")
     p.add_argument("--char-orders", type=int, nargs="+", default=[6])
     p.add_argument("--test", action="store_true", help="score each LM's best setting on the test splits")
-    p.add_argument("--docs", help="write lm_tuning.md and .json here")
+    p.add_argument("--docs", help="write <report>.md and .json here")
+    p.add_argument("--report", default="lm_tuning", help="name of the report files in --docs (default lm_tuning)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -257,7 +259,7 @@ def main(argv=None) -> int:
 
 
 def write_docs(docs: Path, args, argv, source, sentences, oov, greedy, results, dev_csv) -> None:
-    """lm_tuning.md and .json: every LM's best setting, its beams, and its test scores."""
+    """<report>.md and .json: every LM's best setting, its beams, and its test scores."""
     rows = []
     for r in results:
         b = r["best"]
@@ -280,8 +282,8 @@ def write_docs(docs: Path, args, argv, source, sentences, oov, greedy, results, 
             + ", ".join(f"{k} {v['percent']} %" for k, v in oov.items()) + ".\n\n" + table + "\n")
     docs.mkdir(parents=True, exist_ok=True)
     # files named relative to the repository (or by their last folder), never where one machine kept them
-    (docs / "lm_tuning.md").write_text(repo_relative(text))
-    (docs / "lm_tuning.json").write_text(repo_relative(json.dumps(
+    (docs / f"{args.report}.md").write_text(repo_relative(text))
+    (docs / f"{args.report}.json").write_text(repo_relative(json.dumps(
         {"setup": setup, "greedy_dev": {"WER": round(greedy[0], 2), "CER": round(greedy[1], 2)},
          "out_of_lexicon": oov, "lms": results}, indent=1)))
 

@@ -131,6 +131,22 @@ def read_transcripts(chapter_dir: Path) -> dict[str, tuple[str, Path, int]]:
     return out
 
 
+def split_references(split_dir: Path) -> dict[str, str]:
+    """{flac path: transcript} of a split folder ``<split>/<spk>/<chapter>/``, from its
+    ``*.trans.txt`` alone (no audio opened): what a scorer needs beside a list of files.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()) / "test-clean"
+    >>> (d / "1" / "2").mkdir(parents=True)
+    >>> _ = (d / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000 HELLO  WORLD\\n")
+    >>> [(Path(f).name, words) for f, words in split_references(d).items()]
+    [('1-2-0000.flac', 'HELLO WORLD')]
+    """
+    chapters = sorted({trans.parent for trans in Path(split_dir).rglob("*.trans.txt")})
+    return {str(chapter / f"{utt_id}.flac"): words
+            for chapter in chapters for utt_id, (words, _, _) in read_transcripts(chapter).items()}
+
+
 def read_chapter(chapter_dir: Path, sample_rate: int = SAMPLE_RATE, check: str = "tail") -> list[Row]:
     """The rows of one chapter folder, every transcript line matched with its FLAC file."""
     transcripts = read_transcripts(chapter_dir)
