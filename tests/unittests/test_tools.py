@@ -403,6 +403,37 @@ def test_kws_targets_report_false_alarms_and_the_unlabelled_pretraining_against_
     assert "+6.00 points (target >= +5 at 3x the epochs), non-keywords rejected 81.0 % (target >= 80 %): met" in text
 
 
+def test_kws_false_alarm_rows_train_scratch_only_and_report_without_a_pretrained_row(tmp_path):
+    bench = load_tool("kws_benchmark")
+    first, second = bench.plan_runs(bench.PRESETS["full"], [0], tmp_path / "data", tmp_path / "out",
+                                    rows=bench.FALSE_ALARM_ROWS)
+    assert second == [] and all(r.script.endswith("train.py") and "--epochs_factor" not in " ".join(r.args)
+                                for r in first)
+    assert [r.info["row"] for r in first] == [
+        "scratch, PE", "scratch, PE, + noise", "scratch, PE, + speed", "scratch, PE, + SpecAugment",
+        "scratch, PE, + mixup", "scratch, PE, all augmentation", "scratch, PE, all augmentation but mixup"]
+    # the same folders as the unlabelled set's: a later full run keeps these
+    unlabelled, _ = bench.plan_runs(bench.PRESETS["full"], [0], tmp_path / "data", tmp_path / "out",
+                                    rows=bench.UNLABELLED_ROWS, unlabelled_csv=tmp_path / "s.csv")
+    assert {r.out for r in first} <= {r.out for r in unlabelled}
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    rows = []
+    for name, fired in (("scratch, PE", 1), ("scratch, PE, + mixup", 7)):
+        other = [[5, 0, 0, 0], [0, 10 - fired, fired, 0], [0, 1, 8, 1], [0, 0, 0, 10]]
+        scores = bench.keyword_scores(other, labels)
+        rows.append({"name": name, "seed": 0, "test_accuracy": 95.0, "valid_accuracy": 94.0, "wall_s": 60.0,
+                     "test_other_accuracy": 80.0, "parameters": 1000,
+                     "test_other_keyword_accuracy": scores["keyword_accuracy"],
+                     "test_other_non_keyword_rejection": scores["non_keyword_rejection"],
+                     "_confusion": other, "_confusion_other": other, "_labels": labels})
+    bench.write_report(rows, tmp_path / "docs", "setup", "full", bench.FALSE_ALARM_ROWS, "kws_false_alarms")
+    text = (tmp_path / "docs" / "kws_false_alarms.md").read_text()
+    assert "| scratch, PE, + mixup | 95.00 | 80.00 | 90.00 | 30.00 |" in text
+    assert "no augmentation 90.0 %; + mixup 30.0 %; fewest rejected: scratch, PE, + mixup" in text
+    assert "Confusion matrix of the best row: `kws_false_alarms_confusion.png` (scratch, PE)" in text
+    assert (tmp_path / "docs" / "kws_false_alarms_confusion_held_out.png").is_file()
+
+
 def test_speech_crops_draw_a_new_second_of_each_utterance_and_refuse_another_rate(tmp_path):
     import soundfile as sf
 
