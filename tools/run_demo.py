@@ -14,7 +14,7 @@
    with the n-gram LM built from the corpus's LM text (``librispeech-lm-norm.txt``), and a few
    reference/hypothesis pairs of test-clean.
 
-    python tools/run_demo.py                 # ~15 min on 2 CPU cores
+    python tools/run_demo.py                 # 18 min on 2 CPU cores (docs/demo.md)
     python tools/run_demo.py --no-pe         # also the MP3 row fine-tuned without position embedding
     python tools/run_demo.py --quick         # tiny corpus and model, ~2 min: checks the plumbing
     python tools/run_demo.py --docs docs     # also docs/demo.md and .json: the table, each phase's
