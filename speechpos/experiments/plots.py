@@ -466,3 +466,27 @@ def plot_class_confusion(
     ax.set_title(title or f"accuracy {acc:.3f} on {total} clips", fontsize=10)
     fig.colorbar(im, ax=ax, label="P(predicted | true)")
     return _save(fig, path)
+
+
+def plot_hits_and_rejection(points: dict[str, tuple[float, float]], path: str | Path, title: str | None = None) -> Path:
+    """A keyword spotter's trade on one test set, a point per model: keyword clips given their
+    keyword (%) against non-keyword clips not taken for a keyword (%); a usable spotter sits in
+    the upper right.
+
+    >>> import tempfile, os
+    >>> plot_hits_and_rejection({"scratch": (25.0, 77.0), "augmented": (50.0, 48.0)},
+    ...                         os.path.join(tempfile.mkdtemp(), "t.png")).suffix
+    '.png'
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    markers = "os^Dv<>pPX*h"
+    for k, (name, (hits, rejected)) in enumerate(points.items()):
+        ax.scatter([hits], [rejected], s=40, marker=markers[k % len(markers)], label=name)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("keywords right (%)")
+    ax.set_ylabel("non-keywords rejected (%)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path, title)

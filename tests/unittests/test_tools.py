@@ -432,6 +432,8 @@ def test_kws_false_alarm_rows_train_scratch_only_and_report_without_a_pretrained
     assert "no augmentation 90.0 %; + mixup 30.0 %; fewest rejected: scratch, PE, + mixup" in text
     assert "Confusion matrix of the best row: `kws_false_alarms_confusion.png` (scratch, PE)" in text
     assert (tmp_path / "docs" / "kws_false_alarms_confusion_held_out.png").is_file()
+    assert "`kws_false_alarms_hits_and_rejection.png`" in text
+    assert (tmp_path / "docs" / "kws_false_alarms_hits_and_rejection.png").stat().st_size > 0
 
 
 def test_speech_crops_draw_a_new_second_of_each_utterance_and_refuse_another_rate(tmp_path):

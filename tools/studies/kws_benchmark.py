@@ -46,6 +46,7 @@ from speechpos.experiments.plots import (
     markdown_table,
     mean_std,
     plot_class_confusion,
+    plot_hits_and_rejection,
     repo_relative,
     tool_command,
 )
@@ -460,6 +461,15 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
             plot_class_confusion(confusion, best_rows[0]["_labels"], docs / held_out_png,
                                  title=f"{best}: held-out engine, {len(best_rows)} seed(s)")
     where = "held-out engine" if other else "test"
+    trade_png = f"{name}_hits_and_rejection.png"
+    if scored:
+        points = {}
+        for row, *_ in row_set:
+            mine = [r for r in rows if r["name"] == row and r.get(f"{split}_non_keyword_rejection") is not None]
+            if mine:
+                points[row] = tuple(statistics.mean(r[f"{split}_{k}"] for r in mine)
+                                    for k in ("keyword_accuracy", "non_keyword_rejection"))
+        plot_hits_and_rejection(points, docs / trade_png, title=f"{where}: keyword hits against false alarms")
     headers = ["model", "test accuracy % (mean ± sample std)", *(["held-out engine test %"] if other else []),
                *([f"{where}: keywords right %", f"{where}: non-keywords rejected %"] if scored else []),
                "valid accuracy %",
@@ -470,7 +480,7 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
         "", setup, "", markdown_table(headers, table), "",
         *([f"Keywords right: the {where} keyword clips given their keyword; non-keywords rejected: its "
            "`_unknown_` clips called `_unknown_` or `_silence_`, not taken for a keyword (the rest are false "
-           "alarms).", ""] if scored else []),
+           f"alarms). The two against each other, a point per row: `{trade_png}`.", ""] if scored else []),
         "Checks on the means (± is the sample std over "
         "seeds):", "", *checks, "",
         f"Confusion matrix of the best {'position-prediction ' if any(pre for *_, pre, _ in row_set) else ''}"
