@@ -195,6 +195,14 @@ def test_study_targets_pick_the_best_row_on_dev_and_report_its_test_wer():
     assert "- 1h: BEST-RQ with no PE 79.0 (1 seed), 8.1 % relative over scratch." in text
     assert ("- 1h: best position row `joint λ=0.3, zero-init PE` 80.0 (1 seed) against masked prediction's "
             "better row on dev, `BEST-RQ, no PE` 79.0 (1 seed): **does not beat BEST-RQ** on the mean.") in text
+    # dropped BEST-RQ and the no-PE control, alone beside scratch: their gains, WER and CER
+    extra = [row("BEST-RQ, dropped, zero-init PE", 88.0, 84.0), row("BEST-RQ, dropped, zero-init PE", 88.0, 82.0, 1),
+             row("scratch, no PE", 89.0, 85.0)]
+    text = study.target_lines([*rows[:2], *extra], ["1h"])
+    assert ("- 1h: `BEST-RQ, dropped, zero-init PE` test WER 83.0 ± 1.4 (2 seeds) against scratch with sinusoidal PE "
+            "86.0 ± 0.0 (2 seeds): 3.5 % relative WER, 3.5 % CER (41.5 against 43.0).") in text
+    assert "- 1h: `scratch, no PE` test WER 85.0 (1 seed) against scratch" in text
+    assert "best position-prediction row" not in text
 
 
 def test_study_scaling_verdict_compares_the_shortest_and_longest_pretraining():

@@ -127,8 +127,9 @@ TARGET_GAIN_PCT = {"1h": 15.0, "10h": 5.0}
 
 
 def target_lines(rows: list[dict], labels: list[str]) -> str:
-    """The issue's targets, as bullet lines: the best position or joint row's relative gain over
-    scratch (WER and CER) at each label budget, and every joint row against BEST-RQ."""
+    """The study's targets, as bullet lines: the best position or joint row's relative gain over
+    scratch (WER and CER) at each label budget, every joint row against BEST-RQ, and the gain of
+    dropped BEST-RQ and of scratch without PE (the control for fine-tuning with none)."""
 
     def stats(name, labels, key="test_clean_wer"):
         v = [r[key] for r in rows if r["name"] == name and r["labels"] == labels]
@@ -146,11 +147,19 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
         scratch = stats("scratch, sinusoidal PE", b)
         candidates = {r["name"] for r in rows if r["labels"] == b and r["name"].startswith(("MP3", "joint"))
                       and not r["name"].startswith("probe")}
-        if not scratch or not candidates:
+        if not scratch:
+            continue
+        sc = stats("scratch, sinusoidal PE", b, "test_clean_cer")
+        for name in sorted({r["name"] for r in rows if r["labels"] == b
+                            and r["name"].startswith(("BEST-RQ, dropped", "scratch, no PE"))}):
+            w, c = stats(name, b), stats(name, b, "test_clean_cer")
+            lines.append(f"- {b}: `{name}` test WER {fmt(w)} against scratch with sinusoidal PE {fmt(scratch)}: "
+                         f"{100 * (scratch[0] - w[0]) / scratch[0]:.1f} % relative WER, "
+                         f"{100 * (sc[0] - c[0]) / sc[0]:.1f} % CER ({c[0]:.1f} against {sc[0]:.1f}).")
+        if not candidates:
             continue
         best = min(candidates, key=lambda n: stats(n, b, "dev_clean_wer")[0])  # chosen on dev, reported on test
         w, c = stats(best, b), stats(best, b, "test_clean_cer")
-        sc = stats("scratch, sinusoidal PE", b, "test_clean_cer")
         gain = 100 * (scratch[0] - w[0]) / scratch[0]
         cgain = 100 * (sc[0] - c[0]) / sc[0]
         target = TARGET_GAIN_PCT.get(b)
