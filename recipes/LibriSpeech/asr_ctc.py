@@ -287,8 +287,8 @@ def make_lm_decoder(hparams, tokenizer):
             "lm_decoding: True needs token_type: char (the lexicon spells words in characters "
             f"ending with the space), got token_type: {hparams['token_type']!r}"
         )
-    order = hparams["lm_char_order"] if hparams["lm_lexicon_free"] else hparams["lm_order"]
     key = "lm_char_order" if hparams["lm_lexicon_free"] else "lm_order"
+    order = hparams[key]
     if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
         raise ConfigError(f"{key} must be an integer from 1 to {MAX_ORDER} (the decoder's KenLM reads no "
                           f"longer n-grams), got {order!r}")

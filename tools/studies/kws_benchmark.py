@@ -447,8 +447,8 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
                       fmt([r["valid_accuracy"] for r in mine]),
                       fmt(pos), fmt(chance), *size, len(mine)])
     # the confusion of the best position-prediction row (of the best row where none pretrains)
-    position_rows = [n for n, _, pre, _ in row_set if pre] or [n for n, *_ in row_set]
-    best = max(position_rows, key=lambda n: mean_of(rows, n) or -1.0)
+    position_rows = [n for n, _, pre, _ in row_set if pre]
+    best = max(position_rows or [n for n, *_ in row_set], key=lambda n: mean_of(rows, n) or -1.0)
     best_rows = [r for r in rows if r["name"] == best]
     confusion_png = "kws_confusion.png" if name == "kws_results" else f"{name}_confusion.png"
     held_out_png = confusion_png.replace(".png", "_held_out.png")
@@ -483,7 +483,7 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
            f"alarms). The two against each other, a point per row: `{trade_png}`.", ""] if scored else []),
         "Checks on the means (± is the sample std over "
         "seeds):", "", *checks, "",
-        f"Confusion matrix of the best {'position-prediction ' if any(pre for *_, pre, _ in row_set) else ''}"
+        f"Confusion matrix of the best {'position-prediction ' if position_rows else ''}"
         f"row: `{confusion_png}` ({best})"
         + (f"; on the held-out engine: `{held_out_png}`." if other else "."), "",
         *(["## Command", "", "```bash", command, "```", ""] if command else []),

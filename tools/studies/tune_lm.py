@@ -35,7 +35,7 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 
-from speechpos.experiments.plots import repo_relative  # noqa: E402
+from speechpos.experiments.plots import repo_relative, tool_command  # noqa: E402
 from speechpos.experiments.runs import cpu_name  # noqa: E402
 from speechpos.inference import RunError, SpeechModel  # noqa: E402
 from speechpos.recipes import user_errors  # noqa: E402
@@ -271,7 +271,7 @@ def write_docs(docs: Path, args, argv, source, sentences, oov, greedy, results, 
     table = md_table(["LM", "prune", "n-grams", "build s", "lm_weight", "word_score", "beam", "dev WER",
                       "dev CER", "real-time factor", *[f"{s} WER / CER" for s in splits]], rows)
     greedy_test = {s: results[0]["test"][s] for s in splits}
-    setup = (f"`python tools/studies/tune_lm.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+    setup = (f"`{tool_command(__file__, argv if argv is not None else sys.argv[1:])}` on "
              f"{cpu_name()}, one thread; dev `{Path(dev_csv).name}`; LM text "
              f"{source} ({sum(len(s.split()) for s in sentences)} words). Real-time factor: decoding "
              "seconds per audio second (LM loading excluded).")
