@@ -76,6 +76,24 @@ def test_study_quick_preset_runs_every_row_and_writes_the_report(tiny_librispeec
     assert {r["labels"] for r in json.loads((docs / "study_30s.json").read_text())["rows"]} == {"30s"}
     assert (docs / "study_30s.png").is_file() and (docs / "pretraining_study.md").read_text() == main_report
 
+    # --kept-rows takes rows from an earlier report instead of training them again: nothing starts,
+    # the rows are the earlier report's, marked, and the setup says where they came from.
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text((docs / "study_30s.json").read_text())
+    kept = study(tiny_librispeech, out, docs, "--labels", "30s",
+                 "--no-probe", "--kept-rows", str(earlier), "scratch, sinusoidal PE", "--report", "kept")
+    assert kept.returncode == 0 and "started" not in kept.stdout, kept.stdout[-3000:] + kept.stderr[-3000:]
+    report = json.loads((docs / "kept.json").read_text())
+    before = {(r["name"], r["seed"]): r for r in json.loads(earlier.read_text())["rows"]}
+    scratch_rows = [r for r in report["rows"] if r["name"] == "scratch, sinusoidal PE"]
+    assert [r["kept_from"] for r in scratch_rows] == ["earlier.json"]
+    assert scratch_rows[0]["test_clean_wer"] == before[("scratch, sinusoidal PE", 0)]["test_clean_wer"]
+    assert "Taken from `earlier.json` (not trained again): scratch, sinusoidal PE (0)" in report["setup"]
+    missing = study(tiny_librispeech, out, docs, "--labels", "30s", "--no-probe", "--seeds", "0", "1",
+                    "--kept-rows", str(earlier), "scratch, sinusoidal PE", "--report", "kept")
+    assert missing.returncode == 1
+    assert "--kept-rows: earlier.json has no row 'scratch, sinusoidal PE' at 30s, seed 1" in missing.stderr
+
     # Scaling rows: the best position row and BEST-RQ also pretrained for 0.1 min (the 0.05-min
     # runs above are kept and join the curve), fine-tuned at 30 s, the gain tabled and plotted.
     scaled = study(tiny_librispeech, out, docs, "--labels", "30s", "--no-probe", "--scaling-minutes", "0.1",

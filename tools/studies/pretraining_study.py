@@ -191,6 +191,30 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
     return "\n".join(lines) if lines else "(no row to compare)"
 
 
+def kept_rows(report: Path, wanted: list[dict]) -> list[dict]:
+    """The rows ``wanted`` (``name``, ``labels``, ``seed``) read from an earlier report's JSON,
+    each marked with the report it came from; a row the report lacks is an error.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "r.json"
+    >>> _ = f.write_text(json.dumps({"rows": [{"name": "scratch", "labels": "1h", "seed": 0, "test_clean_wer": 87.4}]}))
+    >>> kept_rows(f, [{"name": "scratch", "labels": "1h", "seed": 0}])[0]["kept_from"]
+    'r.json'
+    >>> kept_rows(f, [{"name": "scratch", "labels": "1h", "seed": 1}])
+    Traceback (most recent call last):
+    ...
+    SystemExit: --kept-rows: r.json has no row 'scratch' at 1h, seed 1
+    """
+    have = {(r["name"], r["labels"], r["seed"]): r for r in json.loads(report.read_text())["rows"]}
+    out = []
+    for w in wanted:
+        key = (w["name"], w["labels"], w["seed"])
+        if key not in have:
+            raise SystemExit(f"--kept-rows: {report.name} has no row {w['name']!r} at {w['labels']}, seed {w['seed']}")
+        out.append({**have[key], "kept_from": report.name})
+    return out
+
+
 def steps_read(rows: list[dict]) -> str:
     """The optimizer steps the fine-tunings of each label budget really trained (a budget run
     with another ``--ctc-steps`` than the report's invocation shows here as it ran).
@@ -401,6 +425,10 @@ def main(argv=None) -> int:
     parser.add_argument("--report", default=None,
                         help="name of the docs/<report>.{md,json,png} files (default: the preset's); a separate "
                              "invocation (e.g. one budget at more steps) keeps the main report")
+    parser.add_argument("--kept-rows", nargs="+", metavar=("REPORT.json", "ROW"),
+                        help="take these rows (e.g. 'scratch, sinusoidal PE') from an earlier report of this "
+                             "study on the same machine and corpus instead of training them again; the report "
+                             "says which rows came from where")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretraining_study")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
@@ -462,6 +490,9 @@ def main(argv=None) -> int:
         run.info = {"name": row, "labels": labels, "seed": seed, "pretrainer": pretrainer, "steps": steps}
         return run
 
+    kept_from, kept_names = (Path(args.kept_rows[0]), args.kept_rows[1:]) if args.kept_rows else (None, [])
+    if kept_from is not None and not kept_names:
+        parser.error("--kept-rows: name the rows to take after the report, e.g. 'scratch, sinusoidal PE'")
     ctcs = []
     probe_labels = args.probe_labels or max(args.labels, key=LOW_LABEL_SECONDS.get)
     for seed in args.seeds:
@@ -494,6 +525,8 @@ def main(argv=None) -> int:
         if not args.no_probe and args.best in pretrains and seed in limits.get(probe_labels, [seed]):
             ctcs.append(ctc(f"probe: frozen {args.best}", probe_labels, seed, args.best, pe="none", frozen=True))
             ctcs.append(ctc("probe: frozen random encoder", probe_labels, seed, pe="none", frozen=True))
+    kept = kept_rows(kept_from, [r.info for r in ctcs if r.info["name"] in kept_names]) if kept_from else []
+    ctcs = [r for r in ctcs if r.info["name"] not in kept_names]
     # Pretrainings first; fine-tunings from scratch fill the slots while the last ones run.
     ctcs.sort(key=lambda r: r.info["pretrainer"] is not None)
     print(f"[1/2] {len(pretrains)} pretrainings of {args.pretrain_minutes:g} min, then "
@@ -537,6 +570,8 @@ def main(argv=None) -> int:
             "dev_position_accuracy": p.get("dev_position_accuracy"),
             "chance_position_accuracy": p.get("chance_position_accuracy"),
         })
+
+    rows += kept
 
     def mean_sd(values):
         if len(values) == 1:
@@ -630,6 +665,9 @@ def main(argv=None) -> int:
         f"(this invocation's wall time {time.time() - t0:.0f} s; finished runs are kept)."
         + f" Steps trained, read from the runs: {steps_read(rows)}."
         + (f" {args.note}" if args.note else "")
+        + (f" Taken from `{kept_from.name}` (not trained again): "
+           + ", ".join(f"{n} ({', '.join(str(r['seed']) for r in kept if r['name'] == n)})" for n in kept_names)
+           + "; seeds in brackets." if kept else "")
         + (f" Not run (no result): {', '.join(not_run)}." if not_run else "")
     )
     parts = [
