@@ -5,10 +5,18 @@ One conformer learns both pretexts (:mod:`speechpos.speech.joint`): BEST-RQ on w
 utterances with its position embedding, and position prediction with anchors on 2-s chunks of
 the same features with no position signal; ``loss = BEST-RQ + position_weight x position``.
 
+With ``hparams/joint_dropped.yaml`` both objectives share *one* encoder pass instead
+(:class:`~speechpos.speech.joint.DroppedJointModel`): BEST-RQ's kept patches, each with the
+anchors' position signal, are the attention context; a share of the masked patches enter as
+position queries (never keys/values); a light decoder predicts the masked codes from the
+context encodings. That encoder has no position embedding and its convolution is off: fine-tune
+it as the position pretrainers' (``asr_ctc.py ... --pretrained_conv_mode=off``).
+
 Usage (from this folder, or with the paths from the repository root)::
 
     python pretrain_joint.py hparams/joint.yaml --data_folder=/path/to/LibriSpeech
     python pretrain_joint.py hparams/joint.yaml --position_weight=1.0 --max_train_seconds=900
+    python pretrain_joint.py hparams/joint_dropped.yaml --data_folder=/path/to/LibriSpeech
 
 Writes what pretrain_bestrq.py writes (``encoder.ckpt`` with the position embedding: fine-tune
 with ``asr_ctc.py ... --position_embedding=learned --pretrained_conv_mode=on``), and logs both

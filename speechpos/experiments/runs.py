@@ -78,6 +78,9 @@ PRETRAINERS = {
                          {"conv_mode": "off", "drop_masked": True, "decoder_kind": "conv"}),
     "BEST-RQ, dropped, attention decoder": ("pretrain_bestrq.py", "hparams/bestrq.yaml",
                                             {"conv_mode": "off", "drop_masked": True, "decoder_kind": "transformer"}),
+    # Dropped BEST-RQ and position prediction in one encoder pass: the kept patches (with the
+    # anchors' signal) are the context, a third of the masked patches the position queries.
+    "BEST-RQ, dropped + position": ("pretrain_joint.py", "hparams/joint_dropped.yaml", {"conv_mode": "off"}),
     "joint λ=0.05": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.05}),
     "joint λ=0.3": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 0.3}),
     "joint λ=1": ("pretrain_joint.py", "hparams/joint.yaml", {"position_weight": 1.0}),

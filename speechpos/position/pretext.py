@@ -79,6 +79,9 @@ class PretextOutput:
     positions : torch.Tensor
         (B, N) the token each slot holds (slots are a subset of the tokens with ``target_ratio``),
         e.g. to gather per-token loss weights.
+    encoded : torch.Tensor or None
+        (B, N, D) the encoder's output at each slot (what the head read), for an objective that
+        uses the same pass (dropped-token masked prediction on the context slots).
     """
 
     logits: torch.Tensor
@@ -87,6 +90,7 @@ class PretextOutput:
     num_classes: torch.Tensor
     context: Context | None
     positions: torch.Tensor
+    encoded: torch.Tensor | None = None
 
 
 @dataclass
@@ -173,9 +177,13 @@ class PositionPretext(nn.Module):
         d_model = head.proj.in_features // (3 if isinstance(head, RelativePositionHead) else 1)
         self.anchor_signal = AnchorSignal(d_model, max_positions) if anchor_ratio > 0 else None
 
-    def plan(self, lengths: torch.Tensor, length: int, generator: torch.Generator | None = None) -> PretextPlan:
-        """Draw the context, anchors and scored tokens for (B,) ``lengths`` padded to ``length``."""
-        context = self.sampler(lengths, length, generator)
+    def plan(self, lengths: torch.Tensor, length: int, generator: torch.Generator | None = None,
+             context: Context | None = None) -> PretextPlan:
+        """Draw the context, anchors and scored tokens for (B,) ``lengths`` padded to ``length``
+        (``context``: this context instead of the sampler's draw, e.g. the tokens another
+        objective keeps; anchors, loss tokens and queries are drawn over it as usual)."""
+        if context is None:
+            context = self.sampler(lengths, length, generator)
         ctx = context if context is not None else full_context(lengths, length)
         loss_mask = loss_token_mask(self.loss_on, lengths, length, context)
         anchors = sample_anchors(ctx, self.anchor_ratio, generator)
@@ -232,7 +240,7 @@ class PositionPretext(nn.Module):
         else:
             logits = self.head(out, lengths)
             true, mask, num_classes = positions, loss_mask, lengths
-        return PretextOutput(logits, true, mask, num_classes, context, positions)
+        return PretextOutput(logits, true, mask, num_classes, context, positions, out)
 
 
 def build_position_head(target: str, d_model: int, num_positions: int, max_offset: int = 8, coarse: int = 1):

@@ -40,6 +40,8 @@ Example
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from speechbrain.lobes.models.BESTRQ import compute_mask
 from speechbrain.nnet.quantisers import RandomProjectionQuantizer
@@ -153,6 +155,19 @@ class MaskedTokenDecoder(nn.Module):
         return self.layers(tokens, lengths)
 
 
+@dataclass
+class MaskedBatch:
+    """One batch's masking: the features cut to whole patches, their relative lengths, the
+    masked frames and patches (the same for every utterance, as SpeechBrain draws them) and the
+    codes of the clean masked patches, (B x masked patches,) in batch order."""
+
+    feats: torch.Tensor
+    rel_lengths: torch.Tensor
+    mask: torch.Tensor
+    masked_patches: torch.Tensor
+    targets: torch.Tensor
+
+
 class BestRQModel(nn.Module):
     """Masked prediction of random-projection codes of filterbank patches.
 
@@ -180,6 +195,10 @@ class BestRQModel(nn.Module):
     decoder_kind : str
         ``"transformer"`` or ``"conv"`` (see :class:`MaskedTokenDecoder`; ``bestrq.yaml`` says
         ``conv``; the default here rebuilds runs made before the choice existed).
+    positioned : bool
+        The encoder must carry a position embedding (BEST-RQ alone). False only inside
+        :class:`~speechpos.speech.joint.DroppedJointModel`, whose kept tokens get the position
+        pretext's anchor signal instead.
     """
 
     def __init__(
@@ -198,9 +217,10 @@ class BestRQModel(nn.Module):
         decoder_dim: int | None = None,
         decoder_heads: int = 4,
         decoder_kind: str = "transformer",
+        positioned: bool = True,
     ):
         super().__init__()
-        if encoder.position_embedding is None:
+        if positioned and encoder.position_embedding is None:
             raise ValueError("BEST-RQ needs an encoder with a position embedding")
         if drop_masked and any(gate.mode != "off" for gate in convolution_gates(encoder)):
             raise ValueError(
@@ -222,6 +242,19 @@ class BestRQModel(nn.Module):
 
     def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor):
         """Returns (logits (N, codebook_size), targets (N,)) over the masked patches of the batch."""
+        drawn = self.draw_masked(feats, rel_lengths)
+        if self.drop_masked:
+            out = self._encode_kept_and_decode(drawn.feats, drawn.rel_lengths, drawn.masked_patches)
+        else:
+            batch, _, mels = drawn.feats.shape
+            noisy = drawn.feats.clone()
+            noisy[:, drawn.mask] = torch.randn(batch, drawn.mask.shape[0], mels, device=feats.device) * self.noise_std
+            out, _ = self.encoder(noisy, drawn.rel_lengths)
+        return self.predict(out, drawn)
+
+    def draw_masked(self, feats: torch.Tensor, rel_lengths: torch.Tensor) -> MaskedBatch:
+        """Cut (B, F, n_mels) features to whole patches, draw the masked spans and compute the
+        codes of the clean masked patches (the targets)."""
         batch, frames, mels = feats.shape
         usable = frames // self.patch_frames * self.patch_frames
         if usable == 0:
@@ -240,14 +273,13 @@ class BestRQModel(nn.Module):
         with torch.no_grad():
             targets = self.quantizer(patches[:, masked_patches].float())
         rel_usable = (rel_lengths * frames / usable).clamp(max=1.0)
-        if self.drop_masked:
-            out = self._encode_kept_and_decode(feats, rel_usable, masked_patches)
-        else:
-            noisy = feats.clone()
-            noisy[:, mask] = torch.randn(batch, mask.shape[0], mels, device=feats.device) * self.noise_std
-            out, _ = self.encoder(noisy, rel_usable)
-        logits = self.head(out[:, masked_patches])
-        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        return MaskedBatch(feats, rel_usable, mask, masked_patches, targets.reshape(-1))
+
+    def predict(self, out: torch.Tensor, drawn: MaskedBatch):
+        """(B, T, D) outputs at every patch (encoder or decoder) -> (logits (N, codes), targets (N,))
+        at the masked patches."""
+        logits = self.head(out[:, drawn.masked_patches])
+        return logits.reshape(-1, logits.shape[-1]), drawn.targets
 
     def _encode_kept_and_decode(self, feats, rel_lengths, masked_patches):
         """The encoder on the kept patches only (with their position embedding), then the

@@ -15,6 +15,17 @@ pretexts of this toolkit on one encoder, and one optimizer step on
 
 The encoder's weights are shared; the position pass adds only its linear head.
 
+:class:`DroppedJointModel` joins the two in *one* encoder pass instead, on the dropped-token
+engine: BEST-RQ's kept patches are the position pretext's attention context, each with the
+anchors' sinusoidal position signal (as MP3 + anchors), and a sample of the masked patches, with
+no position signal, are its queries: they attend to the context, are never keys or values, and
+the linear position head classifies where each sits. BEST-RQ's light decoder reads the context
+slots' encodings, put back at their positions with a mask token at every masked patch, and
+predicts the masked codes. The masked patches' content reaches the position head only, never
+the context encodings nor the decoder. No position embedding and the convolution off in
+pretraining (dropped tokens break its neighbourhoods), as the position pretrainers: fine-tune
+with a zero-initialised learned PE and the convolution switched on.
+
 Example
 -------
 >>> import torch
@@ -42,6 +53,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from speechpos.position.context import context_from_mask, valid_mask
+from speechpos.position.encoder import gather_tokens
 from speechpos.position.pretext import PretextOutput
 from speechpos.speech.bestrq import BestRQModel
 from speechpos.speech.encoder import convolution_mode
@@ -114,6 +127,75 @@ class JointModel(nn.Module):
         chunks, chunk_lengths = chunk_features(feats, rel_lengths, self.chunk_frames)
         with convolution_mode(self.encoder.encoder, "off"):
             position = self.position(chunks, chunk_lengths, generator)
+        return JointOutput(code_logits, code_targets, position)
+
+
+class DroppedJointModel(nn.Module):
+    """Dropped-token BEST-RQ and position prediction in one encoder pass (see the module
+    docstring); returns a :class:`JointOutput`.
+
+    Arguments
+    ---------
+    bestrq : BestRQModel
+        With ``drop_masked=True`` and ``positioned=False`` on an encoder without position
+        embedding, its convolution off.
+    position : SpeechPositionModel
+        On the same encoder, with ``loss_on="excluded"`` (the loss on the masked patches) and
+        usually ``anchor_ratio=1.0`` (every kept patch carries its position, as in dropped
+        BEST-RQ) and a ``target_ratio`` (the share of the masked patches run as queries).
+
+    Example
+    -------
+    >>> from speechpos.position import ContextSampler, PositionHead
+    >>> from speechpos.speech.model import build_speech_encoder
+    >>> enc = build_speech_encoder(num_layers=1, d_model=16, nhead=2, d_ffn=32, kind="conformer", conv_mode="off")
+    >>> model = DroppedJointModel(
+    ...     BestRQModel(enc, n_mels=80, patch_frames=4, d_model=16, codebook_size=32, drop_masked=True,
+    ...                 decoder_kind="conv", positioned=False),
+    ...     SpeechPositionModel(enc, PositionHead(16, 100), ContextSampler(0.25), loss_on="excluded",
+    ...                         anchor_ratio=1.0, target_ratio=0.5))
+    >>> _ = torch.manual_seed(0)
+    >>> out = model(torch.randn(2, 200, 80), torch.tensor([1.0, 0.8]))
+    >>> out.code_logits.shape[1], out.code_logits.shape[0] == out.code_targets.shape[0]
+    (32, True)
+    >>> bool((out.position.mask.sum(1) > 0).all())   # masked patches scored in every utterance
+    True
+    """
+
+    def __init__(self, bestrq: BestRQModel, position: SpeechPositionModel):
+        super().__init__()
+        if position.encoder is not bestrq.encoder:
+            raise ValueError("the one-pass joint objective needs both objectives on one encoder")
+        if not bestrq.drop_masked:
+            raise ValueError("the one-pass joint objective needs BEST-RQ with drop_masked=True")
+        if bestrq.encoder.position_embedding is not None:
+            raise ValueError("the one-pass joint objective needs an encoder without position embedding: "
+                             "the kept patches carry the anchors' position signal")
+        if position.pretext.loss_on != "excluded":
+            raise ValueError("the one-pass joint objective scores the masked patches: use loss_on: excluded")
+        self.bestrq = bestrq
+        self.position = position
+
+    @property
+    def encoder(self):
+        return self.bestrq.encoder
+
+    def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor, generator: torch.Generator | None = None):
+        drawn = self.bestrq.draw_masked(feats, rel_lengths)
+        tokens, lengths = self.position.tokens(drawn.feats, drawn.rel_lengths, generator)
+        length = tokens.shape[1]
+        dropped = torch.zeros(length, dtype=torch.bool, device=tokens.device)
+        dropped[drawn.masked_patches] = True
+        kept = context_from_mask(valid_mask(lengths.to(tokens.device), length) & ~dropped)
+        pretext = self.position.pretext
+        plan = pretext.plan(lengths.to(tokens.device), length, generator, context=kept)
+        position = pretext(tokens, lengths, plan=plan)
+        if plan.queries is not None:  # the context occupies each example's first slots, in order
+            encoded = position.encoded[:, : kept.index.shape[1]]
+        else:
+            encoded = gather_tokens(position.encoded, kept.index)
+        decoded = self.bestrq.decoder(encoded, kept, lengths)
+        code_logits, code_targets = self.bestrq.predict(decoded, drawn)
         return JointOutput(code_logits, code_targets, position)
 
 

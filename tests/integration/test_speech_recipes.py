@@ -3,6 +3,7 @@
 One pretraining run and one CTC run (from its encoder) are shared by the tests of this file.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -604,6 +605,33 @@ def test_ctc_loads_the_joint_encoder_as_bestrq_s(joint_run, tiny_librispeech, tm
     ckpt = sorted((out / "save").glob("CKPT+*"))[-1]
     pretrained, probed = torch.load(joint_run / "encoder.ckpt"), torch.load(ckpt / "encoder.ckpt")
     assert all(torch.equal(pretrained[k], probed[k]) for k in pretrained)
+
+
+def test_one_pass_joint_learns_both_pretexts_and_fine_tunes_as_a_position_encoder(tiny_librispeech, tmp_path):
+    """Dropped BEST-RQ + position prediction in one pass (hparams/joint_dropped.yaml): both losses
+    fall, both pretexts beat chance, and asr_ctc.py loads the encoder (no PE in it: the learned PE
+    starts at zero; the convolution, off in pretraining, is switched on)."""
+    pre = tmp_path / "one_pass"
+    run_recipe(
+        "pretrain_joint.py", "hparams/joint_dropped.yaml", f"--data_folder={tiny_librispeech}",
+        f"--output_folder={pre}", "--number_of_epochs=8", "--codebook_size=64", "--position_weight=1.0",
+        "--encoder_kind=conformer", *TINY_MODEL,
+    )
+    stats = log_stats(pre / "train_log.txt")
+    first, last = stats[0], stats[-1]
+    assert last["train code_loss"] < first["train code_loss"] and last["train pos_loss"] < first["train pos_loss"]
+    assert last["train code_acc"] > max(first["train code_acc"], 2 / 64)
+    assert last["train pos_acc"] > 1.5 * last["train chance_acc"]
+    out = tmp_path / "ctc"
+    run_recipe(
+        "asr_ctc.py", "hparams/ctc.yaml", f"--data_folder={tiny_librispeech}", f"--output_folder={out}",
+        "--number_of_epochs=1000", "--optimizer_step_limit=2", "--train_samples_per_epoch=8",
+        "--speed_perturb=False", f"--pretrained_encoder={pre / 'encoder.ckpt'}", *TINY_MODEL,
+        *[a.replace("transformer", "conformer") for a in PRETRAINED_ARCHITECTURE], "--pretrained_conv_mode=off",
+    )
+    log = (out / "log.txt").read_text()
+    assert "kept initial values of ['position_embedding.weight']" in log, log[-2000:]
+    assert json.loads((out / "results.json").read_text())["test-clean"]["steps_trained"] == 2
 
 
 def test_joint_refuses_a_negative_weight(tmp_path, recipe_refusal):
