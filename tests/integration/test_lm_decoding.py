@@ -70,7 +70,8 @@ def test_tune_lm_grid_searches_weights_beams_orders_and_lexicon_free_on_dev(lm_r
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "out-of-lexicon rate: dev " in out and "test-other " in out
-    assert out.count("| lm_weight \\ word_score | -1 | 0.5 |") == 6  # 2 orders x 2 prunes + char x 2 prunes
+    assert out.count("| lm_weight \\ word_score | -1 | 0.5 |") == 4  # 2 orders x 2 prunes of the word LM
+    assert out.count("| lm_weight \\ word_score | 0 |") == 2  # char x 2 prunes: no lexicon, no word score
     assert "## word 4-gram, prune 1" in out and "## character 5-gram, prune 0" in out
     assert "| beam | dev WER | dev CER | real-time factor |" in out
     assert out.count("best: --lm_weight=") == 6 and "best on dev: " in out
@@ -78,7 +79,7 @@ def test_tune_lm_grid_searches_weights_beams_orders_and_lexicon_free_on_dev(lm_r
     lms = {(r["units"], r["order"], r["prune"]): r for r in report["lms"]}
     assert set(lms) == {("word", 3, 0), ("word", 3, 1), ("word", 4, 0), ("word", 4, 1), ("char", 5, 0), ("char", 5, 1)}
     for r in lms.values():
-        assert [b["beam_size"] for b in r["beams"]] == [20, 5] and len(r["grid"]) == 4
+        assert [b["beam_size"] for b in r["beams"]] == [20, 5] and len(r["grid"]) == (4 if r["units"] == "word" else 2)
         assert all(c["rtf"] > 0 for c in r["grid"])
         assert set(r["test"]) == {"test-clean", "test-other"}
     # pruning singletons leaves fewer n-grams of order 2 and up, the unigrams all

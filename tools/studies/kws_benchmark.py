@@ -476,7 +476,8 @@ def write_report(rows: list[dict], docs: Path, setup: str, preset: str, row_set=
                "pretext dev position acc. %", "chance %", "encoder parameters", "training min (1 thread; pretrained rows: fine-tuning only)", "seeds"]
     checks = targets(rows) if row_set is ROWS else augmentation_targets(rows)
     text = "\n".join([
-        "# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)",
+        ("# Keyword spotting: position-prediction pretraining vs scratch (Speech Commands layout)" if position_rows
+         else "# Keyword spotting from scratch (Speech Commands layout)"),
         "", setup, "", markdown_table(headers, table), "",
         *([f"Keywords right: the {where} keyword clips given their keyword; non-keywords rejected: its "
            "`_unknown_` clips called `_unknown_` or `_silence_`, not taken for a keyword (the rest are false "

@@ -143,12 +143,23 @@ def md_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
+def grid_scores(word_scores: list[float], lexicon) -> list[float]:
+    """The word scores worth a grid column: all of them with a lexicon; without one (a
+    character LM, lexicon-free) the word score changes no hypothesis (measured: identical grid
+    columns), so one column, at 0.
+
+    >>> grid_scores([-1.0, 0.0, 1.0], "lexicon.txt"), grid_scores([-1.0, 0.0, 1.0], None)
+    ([-1.0, 0.0, 1.0], [0.0])
+    """
+    return list(word_scores) if lexicon is not None else [0.0]
+
+
 def tune_one(model, dev, dev_seconds, arpa, lexicon, args) -> dict:
     """The weight x score grid at the first beam size, then the beam sizes at the best pair."""
     beam0 = args.beam_sizes[0]
     cells = []
     for w in args.lm_weights:
-        for s in args.word_scores:
+        for s in grid_scores(args.word_scores, lexicon):
             dec = LMDecoder(model.tokenizer, arpa, lexicon, w, s, beam0)
             w_, c_, sec = timed_wer(dev, dec)
             cells.append({"lm_weight": w, "word_score": s, "beam_size": beam0, "dev_WER": round(w_, 2),
@@ -224,8 +235,9 @@ def main(argv=None) -> int:
                  "build_seconds": round(built, 1), **tuned}
         name = f"{'character' if units == 'char' else 'word'} {order}-gram, prune {prune}"
         print(f"\n## {name} ({sum(entry['ngrams'].values())} n-grams)\n")
-        print("| lm_weight \\ word_score | " + " | ".join(f"{s:g}" for s in args.word_scores) + " |")
-        print("|---" * (len(args.word_scores) + 1) + "|")
+        scores = grid_scores(args.word_scores, lexicon)
+        print("| lm_weight \\ word_score | " + " | ".join(f"{s:g}" for s in scores) + " |")
+        print("|---" * (len(scores) + 1) + "|")
         for w in args.lm_weights:
             row = [c for c in tuned["grid"] if c["lm_weight"] == w]
             print(f"| {w:g} | " + " | ".join(f"{c['dev_WER']:.2f}" for c in row) + " |")
