@@ -25,7 +25,7 @@ import time
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechpos.experiments.bench import SavedTensorBytes
+from speechpos.experiments.bench import SavedTensorBytes, _precision_context
 from speechpos.experiments.runs import CONFORMER_BODY, PRETRAIN_COMMON, PRETRAINERS, RECIPES
 
 FRAMES_PER_SECOND = 100
@@ -46,6 +46,12 @@ def build_pretrainer(name: str, model: dict | None = None):
     if script == "pretrain_bestrq.py":
         def loss(out):
             return torch.nn.functional.cross_entropy(out[0].float(), out[1])
+    elif script == "pretrain_joint.py":
+        position_loss, weight = hparams["position_loss"], hparams["position_weight"]
+
+        def loss(out):
+            return (torch.nn.functional.cross_entropy(out.code_logits.float(), out.code_targets)
+                    + weight * position_loss.of_output(out.position))
     else:
         position_loss = hparams["position_loss"]
 
@@ -77,12 +83,14 @@ def bench_objectives(
     warmup: int = 2,
     seed: int = 0,
     model: dict | None = None,
+    dtype: str = "fp32",
 ) -> list[dict]:
     """One row per (threads, pretrainer): ``step_ms`` (median), ``step_ms_min``,
     ``audio_s_per_s``, ``speedup`` over the first pretrainer at the same threads,
     ``encoder_tokens`` (share of the patches the encoder runs on; a position pretext runs
     every token as a query), ``saved_mb`` (activations held for backward), ``batch_audio_s``.
-    ``model`` overrides architecture keys (tests use tiny sizes)."""
+    ``model`` overrides architecture keys (tests use tiny sizes); ``dtype`` "bf16" runs the
+    forward pass under CPU autocast, as the recipes' ``precision: bf16``."""
     before = torch.get_num_threads()
     rows = []
     with torch.random.fork_rng():
@@ -103,11 +111,12 @@ def bench_objectives(
         def step(name, hooks=None):
             net, loss, opt, feats, rel, _ = built[name]
             opt.zero_grad(set_to_none=True)
-            if hooks is None:
-                value = loss(net(feats, rel))
-            else:
-                with hooks:
+            with _precision_context(dtype):
+                if hooks is None:
                     value = loss(net(feats, rel))
+                else:
+                    with hooks:
+                        value = loss(net(feats, rel))
             value.backward()
             opt.step()
 
@@ -141,7 +150,7 @@ def bench_objectives(
                         "step_ms_min": 1000 * min(times[name]), "audio_s_per_s": speed,
                         "speedup": speed / base, "encoder_tokens": built[name][5],
                         "saved_mb": saved.get(name, float("nan")), "batch_audio_s": audio,
-                        "batch_shape": list(feats.shape[:2]),
+                        "batch_shape": list(feats.shape[:2]), "dtype": dtype,
                     })
         finally:
             torch.set_num_threads(before)

@@ -1,6 +1,7 @@
 """The measurement tools: train-log parsing and plots, the position-leak probe, the step bench."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,20 @@ def test_bench_script_quick_writes_markdown(tmp_path, capsys, keep_threads):
     assert "| transformer | masked | speechbrain | fp32 | 0.25 |" in text
     assert text.count("\n| transformer |") == 32  # 2 attentions x 2 calls x 2 dtypes x 4 ratios
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_objectives_bench_quick_times_every_study_pretrainer_in_bf16_too(tmp_path, keep_threads):
+    tool = load_tool("bench_objectives")
+    out = tmp_path / "objectives"
+    assert tool.main(["--quick", "--threads", "1", "--dtype", "bf16", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    share = {r["pretrainer"]: r["encoder_tokens"] for r in report["rows"]}
+    assert set(share) == {"BEST-RQ", "BEST-RQ, dropped", "BEST-RQ, dropped + position", "MP3 + anchors, coarse 4"}
+    assert all(r["audio_s_per_s"] > 0 and r["dtype"] == "bf16" for r in report["rows"])
+    # BEST-RQ runs every patch; dropped BEST-RQ the kept ones; the one-pass joint those and some masked.
+    assert share["BEST-RQ"] == 1.0 and share["BEST-RQ, dropped"] < share["BEST-RQ, dropped + position"] < 1.0
+    text = out.with_suffix(".md").read_text()
+    assert "bf16." in text and "Dropped BEST-RQ + position prediction (one pass) against BEST-RQ" in text
 
 
 def test_leak_probe_front_ends_add_no_position_to_a_transformer():

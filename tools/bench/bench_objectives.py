@@ -30,7 +30,7 @@ from speechpos.experiments.bench_objectives import (
 from speechpos.experiments.plots import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PRETRAINERS = ["BEST-RQ", "BEST-RQ, dropped", "MP3 + anchors, coarse 4"]
+DEFAULT_PRETRAINERS = ["BEST-RQ", "BEST-RQ, dropped", "BEST-RQ, dropped + position", "MP3 + anchors, coarse 4"]
 QUICK = dict(num_layers=1, d_model=16, nhead=2, d_ffn=32)
 
 
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="utterances per whole-utterance batch")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: the forward pass under CPU autocast (the recipes' precision: bf16)")
     parser.add_argument("--quick", action="store_true", help="tiny model and batches (a smoke test)")
     parser.add_argument("--note", default="", help="conditions to state in the report (e.g. what else ran)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_objectives",
@@ -54,23 +56,24 @@ def main(argv=None) -> int:
     machine = describe_machine()
     start = time.time()
     rows = bench_objectives(args.pretrainers, tuple(args.threads), args.seconds, args.batch,
-                            args.repeats, args.warmup, model=model)
+                            args.repeats, args.warmup, model=model, dtype=args.dtype)
     elapsed = time.time() - start
     speed = {(r["threads"], r["pretrainer"]): r["audio_s_per_s"] for r in rows}
     lines = [
         "# Pretraining step throughput: BEST-RQ, BEST-RQ with dropped masked tokens, position prediction",
         "",
-        f"Machine: {machine}. torch {torch.__version__}, fp32. Whole run {elapsed:.0f} s. {args.note}".strip(),
+        f"Machine: {machine}. torch {torch.__version__}, {args.dtype}. Whole run {elapsed:.0f} s. {args.note}".strip(),
         "",
         "Each model is built from its recipe's hparams with the pretraining study's overrides (6-layer "
         "conformer, d 144, 4 heads, 40-ms patches, null key; convolution on for BEST-RQ, off for the "
-        "other two) on random normalised filterbank features shaped as the recipe's batches: "
-        f"{args.batch} whole utterances of {args.seconds:g} s for the BEST-RQ rows, the recipe's own crops "
+        "others) on random normalised filterbank features shaped as the recipe's batches: "
+        f"{args.batch} whole utterances of {args.seconds:g} s for the BEST-RQ rows (the one-pass joint row "
+        "too), the recipe's own crops "
         "for position prediction. One step: forward, loss, backward, AdamW. After "
         f"{args.warmup} warm-up steps, {args.repeats} rounds each time one step of every row in turn "
         "(interleaved); the median is kept. 'patches through the encoder': share of the patches the "
         "encoder runs on (position prediction runs every token as a query, keys and values from a "
-        "quarter of them).",
+        "quarter of them; the one-pass joint row runs the kept patches and a third of the masked ones).",
         "",
         markdown_table(list(OBJECTIVE_HEADERS), objective_table_rows(rows)),
     ]
@@ -78,6 +81,10 @@ def main(argv=None) -> int:
         ratios = ", ".join(f"{speed[(t, 'BEST-RQ, dropped')] / speed[(t, 'BEST-RQ')]:.2f}x on {t} thread(s)"
                            for t in args.threads)
         lines += ["", f"Dropped BEST-RQ against BEST-RQ, audio-s/s: {ratios}."]
+    if ("BEST-RQ" in args.pretrainers) and ("BEST-RQ, dropped + position" in args.pretrainers):
+        ratios = ", ".join(f"{speed[(t, 'BEST-RQ, dropped + position')] / speed[(t, 'BEST-RQ')]:.2f}x on {t} thread(s)"
+                           for t in args.threads)
+        lines += ["", f"Dropped BEST-RQ + position prediction (one pass) against BEST-RQ, audio-s/s: {ratios}."]
     command = "python tools/bench/bench_objectives.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines += ["", "Command:", "", "```bash", command.strip(), "```", ""]
     text = "\n".join(lines)
