@@ -87,6 +87,8 @@ PRETRAINERS = {
 }
 # Pretrained with their position embedding and the convolution on: fine-tuned (or probed) as such.
 MASKED = ("BEST-RQ", "joint λ=0.05", "joint λ=0.3", "joint λ=1")
+# Pretrained with their position embedding and the convolution off (dropped tokens): probed as such.
+POSITIONED_CONV_OFF = ("BEST-RQ, dropped", "BEST-RQ, dropped, attention decoder")
 PRETRAIN_COMMON = {"dropout": 0.0, "lr": 0.001, "warmup_steps": 300, "number_of_epochs": 100000,
                    "ckpt_interval_minutes": 0, "seed": 0}
 

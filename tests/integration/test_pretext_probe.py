@@ -42,3 +42,21 @@ def test_probe_screen_runs_each_row_frozen_and_writes_the_report(tiny_librispeec
 
     again = probe(tiny_librispeech, out, docs, *rows)
     assert again.returncode == 0 and "started" not in again.stdout, again.stdout[-3000:]
+
+    # The dropped-token rows, to a report of their own: dropped BEST-RQ probed with its learned PE and
+    # the convolution off, the one-pass joint row with no position signal (each as pretrained); the
+    # random encoder's probe is reused.
+    dropped = probe(tiny_librispeech, out, docs, "random", "BEST-RQ, dropped", "dropped + position",
+                    "--report", "probe_dropped")
+    assert dropped.returncode == 0, dropped.stdout[-3000:] + dropped.stderr[-3000:]
+    assert dropped.stdout.count("started") == 4, dropped.stdout[-3000:]  # 2 pretrainings + 2 probes
+    report = json.loads((docs / "probe_dropped.json").read_text())
+    assert set(report["verdict"]["cer_over_random"]) == {"BEST-RQ, dropped", "dropped + position"}
+    assert "Probe CER against the frozen random encoder's (target <= 0.85x): BEST-RQ, dropped " in (
+        docs / "probe_dropped.md").read_text()
+    saved = {name: (out / f"probe_{name}_0" / "hyperparams.yaml").read_text()
+             for name in ("best_rq_dropped", "dropped_position")}
+    assert "position_embedding: learned" in saved["best_rq_dropped"]
+    assert "position_embedding: none" in saved["dropped_position"]
+    assert all("conv_mode: off" in text for text in saved.values())
+    assert (docs / "pretext_probe.json").read_text() != (docs / "probe_dropped.json").read_text()

@@ -13,10 +13,11 @@ test-clean. A frozen random encoder is the floor every pretext must beat. Rows:
 * shortcut-free variants on it: ``min_gap`` (no scored patch has a context patch within ±g),
   per-patch ``views`` (gain, tilt, noise, frequency mask, patch normalisation), ``coarse``
   targets (160-ms spans), and views + gap together;
-* BEST-RQ alone, and the joint objective (BEST-RQ + λ x position, λ swept);
+* BEST-RQ alone, BEST-RQ with the masked patches dropped, the joint objective (BEST-RQ + λ x
+  position, λ swept) and dropped BEST-RQ + position prediction in one pass;
 * the random encoder (no pretraining).
 
-Writes ``<docs>/pretext_probe.md``, ``.json`` and ``.png`` (probe CER per row beside the
+Writes ``<docs>/pretext_probe.md``, ``.json`` and ``.png`` (``--report`` names them) (probe CER per row beside the
 pretext's accuracy over chance). Finished runs are kept: rerunning resumes.
 
 Usage::
@@ -24,6 +25,8 @@ Usage::
     .venv/bin/python tools/studies/pretext_probe.py --jobs 2 --minutes 12
     .venv/bin/python tools/studies/pretext_probe.py --rows "MP3 + anchors" "min gap 2" random
     .venv/bin/python tools/studies/pretext_probe.py --preset quick --out /tmp/probe --docs /tmp/docs
+    .venv/bin/python tools/studies/pretext_probe.py --minutes 90 --rows random BEST-RQ "BEST-RQ, dropped" \
+        --out results/pretraining_study_90 --report pretext_probe_90   # the study's 90-min encoders
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from speechpos.experiments.plots import (  # noqa: E402
 from speechpos.experiments.runs import (  # noqa: E402
     CONFORMER_BODY,
     MASKED,
+    POSITIONED_CONV_OFF,
     PRETRAIN_COMMON,
     PRETRAINERS,
     Run,
@@ -56,8 +60,9 @@ from speechpos.experiments.runs import (  # noqa: E402
 )
 
 # Row -> the pretrainer it screens (speechpos.experiments.runs.PRETRAINERS; None: no
-# pretraining). Masked rows (BEST-RQ, joint) are probed with their learned PE and the convolution
-# on, position rows with no position signal and the convolution off, as each was pretrained.
+# pretraining). Each encoder is probed as it was pretrained: BEST-RQ and the joint rows with their
+# learned PE and the convolution on, dropped BEST-RQ with its PE and the convolution off, the
+# position rows and the one-pass joint row with no position signal and the convolution off.
 ROWS = {
     "MP3 + anchors": "MP3 + anchors",
     "min gap 2": "MP3 + anchors, min gap 2",
@@ -68,6 +73,8 @@ ROWS = {
     "joint λ=0.05": "joint λ=0.05",
     "joint λ=0.3": "joint λ=0.3",
     "joint λ=1": "joint λ=1",
+    "BEST-RQ, dropped": "BEST-RQ, dropped",
+    "dropped + position": "BEST-RQ, dropped + position",
     "random": None,
 }
 # Most informative first: the runs start in this order, two at a time.
@@ -136,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pretext_probe")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--report", default="pretext_probe", help="name of the <docs>/<report>.{md,json,png}")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report's setup")
     args = parser.parse_args(argv)
     command = tool_command(__file__, sys.argv[1:] if argv is None else argv)
     preset = PRESETS[args.preset]
@@ -154,7 +163,7 @@ def main(argv=None) -> int:
     pretrains, probes = {}, []
     for name in args.rows:
         pretrainer = ROWS[name]
-        kind = "masked" if pretrainer in MASKED else "position"
+        kind = "position" if pretrainer is not None and pretrainer.startswith("MP3") else "masked"
         pre = None
         if pretrainer is not None:
             script, hparams, extra = PRETRAINERS[pretrainer]
@@ -169,8 +178,10 @@ def main(argv=None) -> int:
             "--ckpt_interval_minutes=0", f"--seed={args.seed}", f"--train_csv={prep / f'train-{labels}.csv'}",
             "--freeze_encoder=True", "--select_on=CER",
         ]
-        if kind == "masked":
+        if pretrainer in MASKED:
             probe_args += ["--position_embedding=learned", "--pretrained_conv_mode=on", "--conv_mode=on"]
+        elif pretrainer in POSITIONED_CONV_OFF:
+            probe_args += ["--position_embedding=learned", "--conv_mode=off"]
         else:
             probe_args += ["--position_embedding=none", "--conv_mode=off"]
         if pre is not None:
@@ -224,6 +235,7 @@ def main(argv=None) -> int:
         "target_over_random": 0.85,
         "met_random": bool(best and random_cer and best["test_clean_cer"] <= 0.85 * random_cer),
         "met_bestrq": bool(best and bestrq_cer is not None and best["test_clean_cer"] <= bestrq_cer),
+        "cer_over_random": {r["row"]: r["cer_over_random"] for r in rows if r["kind"] != "random"},
     }
     setup = (
         f"Every pretrainer {minutes:g} min of training time (validation excluded) on "
@@ -231,17 +243,20 @@ def main(argv=None) -> int:
         f"precision auto; the study's conformer body (6 layers, d 144, 40-ms patches, null key). "
         f"Probe: a linear CTC layer on the frozen encoder, {labels} of labels, {steps} steps of 4 random "
         f"utterances, lr 2e-3, checkpoint chosen on dev CER, greedy decoding, seed {args.seed}; position "
-        "rows with no position signal and the convolution off (as pretrained), BEST-RQ and joint rows "
-        "with their learned position embedding and the convolution on. Pretext accuracy: the "
+        "rows (and dropped BEST-RQ + position) with no position signal and the convolution off (as "
+        "pretrained), BEST-RQ and joint rows with their learned position embedding and the convolution "
+        "on, dropped BEST-RQ with its learned position embedding and the convolution off. Pretext accuracy: the "
         f"pretraining's last validation on dev-clean crops. Wall time of this invocation {time.time() - t0:.0f} s "
         "(finished runs are kept)."
+        + (f" {args.note}" if args.note else "")
     )
     args.docs.mkdir(parents=True, exist_ok=True)
-    write_report(setup, table, args.docs / "pretext_probe.md", title="Linear probe of pretrained encoders",
-                 command=command)
-    (args.docs / "pretext_probe.json").write_text(json.dumps(
+    over_random = "; ".join(f"{row} {ratio}x" for row, ratio in verdict["cer_over_random"].items())
+    write_report(setup, table + f"\n\nProbe CER against the frozen random encoder's (target <= 0.85x): {over_random}.",
+                 args.docs / f"{args.report}.md", title="Linear probe of pretrained encoders", command=command)
+    (args.docs / f"{args.report}.json").write_text(json.dumps(
         {"setup": setup, "command": command, "rows": rows, "verdict": verdict}, indent=1))
-    plot(rows, random_cer, args.docs / "pretext_probe.png")
+    plot(rows, random_cer, args.docs / f"{args.report}.png")
     return 0
 
 
