@@ -156,6 +156,7 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
             lines.append(f"- {b}: `{name}` test WER {fmt(w)} against scratch with sinusoidal PE {fmt(scratch)}: "
                          f"{100 * (scratch[0] - w[0]) / scratch[0]:.1f} % relative WER, "
                          f"{100 * (sc[0] - c[0]) / sc[0]:.1f} % CER ({c[0]:.1f} against {sc[0]:.1f}).")
+        lines += dropped_against_bestrq(rows, b)
         if not candidates:
             continue
         best = min(candidates, key=lambda n: stats(n, b, "dev_clean_wer")[0])  # chosen on dev, reported on test
@@ -189,6 +190,38 @@ def target_lines(rows: list[dict], labels: list[str]) -> str:
                              + ("" if j[2] > 1 and bestrq[2] > 1 else " (one seed: not the target's 2-seed mean)")
                              + ".")
     return "\n".join(lines) if lines else "(no row to compare)"
+
+
+DROPPED_GAIN_TARGET = 1.5  # dropped BEST-RQ's gain over scratch against BEST-RQ's, equal pretraining time
+
+
+def dropped_against_bestrq(rows: list[dict], labels: str) -> list[str]:
+    """Dropped BEST-RQ's gain over scratch against BEST-RQ's (relative WER and CER, means over
+    the seeds both have), as a ratio set against :data:`DROPPED_GAIN_TARGET`; no line unless
+    both rows are there.
+
+    >>> rows = [{"name": n, "labels": "1h", "seed": 0, "test_clean_wer": w, "test_clean_cer": c}
+    ...         for n, w, c in [("scratch, sinusoidal PE", 80.0, 40.0), ("BEST-RQ, zero-init PE", 78.0, 38.0),
+    ...                         ("BEST-RQ, dropped, zero-init PE", 76.0, 37.0)]]
+    >>> print(dropped_against_bestrq(rows, "1h")[0])
+    - 1h: dropped BEST-RQ gains 5.0 % WER / 7.5 % CER over scratch, BEST-RQ 2.5 % / 5.0 %: 2.00x / 1.50x BEST-RQ's gain (target >= 1.5x on both: **met**; 1 seed).
+    """
+    gains = {g["row"]: g for g in gains_over_scratch(rows, labels)}
+    masked, dropped = gains.get("BEST-RQ, zero-init PE"), gains.get("BEST-RQ, dropped, zero-init PE")
+    if not masked or not dropped:
+        return []
+
+    def ratio(metric):
+        base = masked[f"{metric}_gain_pct"]
+        return dropped[f"{metric}_gain_pct"] / base if base > 0 else float("nan")
+
+    wer, cer = ratio("wer"), ratio("cer")
+    met = wer >= DROPPED_GAIN_TARGET and cer >= DROPPED_GAIN_TARGET
+    seeds = min(masked["seeds"], dropped["seeds"])
+    return [f"- {labels}: dropped BEST-RQ gains {dropped['wer_gain_pct']:.1f} % WER / {dropped['cer_gain_pct']:.1f} % CER "
+            f"over scratch, BEST-RQ {masked['wer_gain_pct']:.1f} % / {masked['cer_gain_pct']:.1f} %: "
+            f"{wer:.2f}x / {cer:.2f}x BEST-RQ's gain (target >= {DROPPED_GAIN_TARGET:g}x on both: "
+            f"**{'met' if met else 'not met'}**; {seeds} seed{'s' if seeds > 1 else ''})."]
 
 
 def kept_rows(report: Path, wanted: list[dict]) -> list[dict]:
@@ -571,7 +604,7 @@ def main(argv=None) -> int:
             "chance_position_accuracy": p.get("chance_position_accuracy"),
         })
 
-    rows += kept
+    rows = kept + rows  # taken rows (scratch) first, as the table lists them
 
     def mean_sd(values):
         if len(values) == 1:
