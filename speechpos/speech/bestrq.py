@@ -155,6 +155,19 @@ class MaskedTokenDecoder(nn.Module):
         return self.layers(tokens, lengths)
 
 
+def kept_patches(lengths: torch.Tensor, length: int, masked_patches: torch.Tensor):
+    """The context of a dropped-token step: each utterance's valid patches that are not masked.
+
+    >>> kept = kept_patches(torch.tensor([4, 3]), 4, torch.tensor([1]))
+    >>> kept.mask.tolist()
+    [[True, False, True, True], [True, False, True, False]]
+    """
+    lengths = lengths.to(masked_patches.device)
+    dropped = torch.zeros(length, dtype=torch.bool, device=masked_patches.device)
+    dropped[masked_patches] = True
+    return context_from_mask(valid_mask(lengths, length) & ~dropped)
+
+
 @dataclass
 class MaskedBatch:
     """One batch's masking: the features cut to whole patches, their relative lengths, the
@@ -285,8 +298,6 @@ class BestRQModel(nn.Module):
         """The encoder on the kept patches only (with their position embedding), then the
         decoder on every position."""
         tokens, lengths = self.encoder.embed(feats, rel_lengths)
-        dropped = torch.zeros(tokens.shape[1], dtype=torch.bool, device=tokens.device)
-        dropped[masked_patches] = True
-        kept = context_from_mask(valid_mask(lengths, tokens.shape[1]) & ~dropped)
+        kept = kept_patches(lengths, tokens.shape[1], masked_patches)
         encoded = self.encoder.encoder(gather_tokens(tokens, kept.index), kept.counts)
         return self.decoder(encoded, kept, lengths)

@@ -53,10 +53,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from speechpos.position.context import context_from_mask, valid_mask
 from speechpos.position.encoder import gather_tokens
 from speechpos.position.pretext import PretextOutput
-from speechpos.speech.bestrq import BestRQModel
+from speechpos.speech.bestrq import BestRQModel, kept_patches
 from speechpos.speech.encoder import convolution_mode
 from speechpos.speech.position_model import SpeechPositionModel
 
@@ -183,12 +182,10 @@ class DroppedJointModel(nn.Module):
     def forward(self, feats: torch.Tensor, rel_lengths: torch.Tensor, generator: torch.Generator | None = None):
         drawn = self.bestrq.draw_masked(feats, rel_lengths)
         tokens, lengths = self.position.tokens(drawn.feats, drawn.rel_lengths, generator)
-        length = tokens.shape[1]
-        dropped = torch.zeros(length, dtype=torch.bool, device=tokens.device)
-        dropped[drawn.masked_patches] = True
-        kept = context_from_mask(valid_mask(lengths.to(tokens.device), length) & ~dropped)
+        length, lengths = tokens.shape[1], lengths.to(tokens.device)
+        kept = kept_patches(lengths, length, drawn.masked_patches)
         pretext = self.position.pretext
-        plan = pretext.plan(lengths.to(tokens.device), length, generator, context=kept)
+        plan = pretext.plan(lengths, length, generator, context=kept)
         position = pretext(tokens, lengths, plan=plan)
         if plan.queries is not None:  # the context occupies each example's first slots, in order
             encoded = position.encoded[:, : kept.index.shape[1]]
