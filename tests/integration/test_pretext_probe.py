@@ -46,7 +46,8 @@ def test_probe_screen_runs_each_row_frozen_and_writes_the_report(tiny_librispeec
     # The dropped-token rows, to a report of their own: dropped BEST-RQ probed with its learned PE and
     # the convolution off, the one-pass joint row with no position signal (each as pretrained); the
     # random encoder's probe is reused.
-    dropped = probe(tiny_librispeech, out, docs, "random", "BEST-RQ, dropped", "dropped + position",
+    # --out relative to the working folder (the recipes run from their own): resolved before use.
+    dropped = probe(tiny_librispeech, os.path.relpath(out), docs, "random", "BEST-RQ, dropped", "dropped + position",
                     "--report", "probe_dropped")
     assert dropped.returncode == 0, dropped.stdout[-3000:] + dropped.stderr[-3000:]
     assert dropped.stdout.count("started") == 4, dropped.stdout[-3000:]  # 2 pretrainings + 2 probes

@@ -152,9 +152,9 @@ def main(argv=None) -> int:
     steps = args.ctc_steps or preset["ctc_steps"]
     t0 = time.time()
 
-    out = args.out
+    out = args.out.resolve()  # the recipes run from their own folder
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    corpus = args.corpus or ROOT / "data" / preset["corpus"]
+    corpus = (args.corpus or ROOT / "data" / preset["corpus"]).resolve()
     labels = preset["labels"]
     prep = made_corpus(corpus, preset["size"], 1234, args.jobs, out / "prep",
                        low_label={labels: preset["seconds"]})
