@@ -747,7 +747,9 @@ def main(argv=None) -> int:
                   "`docs/pretraining_study_ceiling.md` (`--preset cpu`):", ceiling.read_text().strip()]
     args.docs.mkdir(parents=True, exist_ok=True)
     write_report("\n\n".join(parts), "", args.docs / f"{name}.md", command=command,
-                 title="Pretraining study: position prediction against BEST-RQ and scratch, CTC fine-tuning")
+                 title=("Pretraining study: position prediction against BEST-RQ and scratch, CTC fine-tuning"
+                        if any(n.startswith(("MP3", "joint")) for n in names)
+                        else "Pretraining study: masked prediction against scratch, CTC fine-tuning"))
     (args.docs / f"{name}.json").write_text(json.dumps({
         "setup": setup, "command": command, "rows": rows, "pretraining": pre, "verdicts": verdicts, "scaling": scaling,
         "step_speedup_fp32": speed["step_speedup_fp32"], "step_speedup_bf16": speed["step_speedup_bf16"],
