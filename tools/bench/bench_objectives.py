@@ -77,14 +77,11 @@ def main(argv=None) -> int:
         "",
         markdown_table(list(OBJECTIVE_HEADERS), objective_table_rows(rows)),
     ]
-    if ("BEST-RQ" in args.pretrainers) and ("BEST-RQ, dropped" in args.pretrainers):
-        ratios = ", ".join(f"{speed[(t, 'BEST-RQ, dropped')] / speed[(t, 'BEST-RQ')]:.2f}x on {t} thread(s)"
-                           for t in args.threads)
-        lines += ["", f"Dropped BEST-RQ against BEST-RQ, audio-s/s: {ratios}."]
-    if ("BEST-RQ" in args.pretrainers) and ("BEST-RQ, dropped + position" in args.pretrainers):
-        ratios = ", ".join(f"{speed[(t, 'BEST-RQ, dropped + position')] / speed[(t, 'BEST-RQ')]:.2f}x on {t} thread(s)"
-                           for t in args.threads)
-        lines += ["", f"Dropped BEST-RQ + position prediction (one pass) against BEST-RQ, audio-s/s: {ratios}."]
+    for row, label in (("BEST-RQ, dropped", "Dropped BEST-RQ"),
+                       ("BEST-RQ, dropped + position", "Dropped BEST-RQ + position prediction (one pass)")):
+        if "BEST-RQ" in args.pretrainers and row in args.pretrainers:
+            ratios = ", ".join(f"{speed[(t, row)] / speed[(t, 'BEST-RQ')]:.2f}x on {t} thread(s)" for t in args.threads)
+            lines += ["", f"{label} against BEST-RQ, audio-s/s: {ratios}."]
     command = "python tools/bench/bench_objectives.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines += ["", "Command:", "", "```bash", command.strip(), "```", ""]
     text = "\n".join(lines)

@@ -17,8 +17,8 @@ test-clean. A frozen random encoder is the floor every pretext must beat. Rows:
   position, λ swept) and dropped BEST-RQ + position prediction in one pass;
 * the random encoder (no pretraining).
 
-Writes ``<docs>/pretext_probe.md``, ``.json`` and ``.png`` (``--report`` names them) (probe CER per row beside the
-pretext's accuracy over chance). Finished runs are kept: rerunning resumes.
+Writes ``<docs>/<report>.md``, ``.json`` and ``.png`` (``--report``, default ``pretext_probe``): probe
+CER per row beside the pretext's accuracy over chance. Finished runs are kept: rerunning resumes.
 
 Usage::
 
